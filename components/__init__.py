@@ -1,0 +1,1 @@
+"""Reusable Pulumi components of the private-llm platform: one concern each, no knowledge of stack files."""

@@ -1,0 +1,20 @@
+"""The standard Kubernetes labels every object of the platform carries."""
+
+from __future__ import annotations
+
+PART_OF = "private-llm"
+MANAGED_BY = "pulumi"
+
+
+def standard_labels(name: str, instance: str, component: str, extra: dict[str, str] | None = None) -> dict[str, str]:
+    """`app.kubernetes.io/*` labels (name, instance, component, part-of, managed-by), plus any extra ones."""
+    labels = {
+        "app.kubernetes.io/name": name,
+        "app.kubernetes.io/instance": instance,
+        "app.kubernetes.io/component": component,
+        "app.kubernetes.io/part-of": PART_OF,
+        "app.kubernetes.io/managed-by": MANAGED_BY,
+    }
+    if extra:
+        labels.update(extra)
+    return labels

@@ -1,0 +1,1 @@
+"""The private-llm Pulumi program: stack config, capacity planning, platform composition and the offline engine."""

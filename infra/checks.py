@@ -1,0 +1,231 @@
+"""`check`: run the policy pack and schema validation over an offline recording.
+
+The rules are the very objects `policies/__main__.py` hands to CrossGuard; here they are called with
+`ResourceValidationArgs` / `StackValidationArgs` built from the recording, with the config the stack implies.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import json
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pulumi_policy import (
+    EnforcementLevel,
+    PolicyCustomTimeouts,
+    PolicyResource,
+    PolicyResourceOptions,
+    ResourceValidationArgs,
+    StackValidationArgs,
+)
+
+from infra.config import FULL_PLATFORM_KEY, PlatformSpec, parse_platform
+from infra.offline import Recording, RecordedResource, StackConfig
+from infra.schemas import CrdSchemas, is_builtin, validate_builtin
+from policies.base import Rule, exemption_for, namespace_of
+from policies.registry import RESOURCE_RULES, STACK_RULES, enforcement_of, policy_config
+
+SCHEMA_POLICY = "kubernetes-schema"
+CRD_POLICY = "crd-schema"
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    policy: str
+    resource: str
+    level: str
+    passed: bool
+    message: str
+
+
+@dataclass
+class CheckReport:
+    stack: str
+    profile: str
+    kubernetes_version: str
+    results: list[CheckResult] = field(default_factory=list)
+    resources: int = 0
+
+    @property
+    def failures(self) -> list[CheckResult]:
+        return [r for r in self.results if not r.passed]
+
+    @property
+    def mandatory_failures(self) -> list[CheckResult]:
+        return [r for r in self.failures if r.level == "mandatory"]
+
+    @property
+    def ok(self) -> bool:
+        return not self.mandatory_failures
+
+    def summary(self) -> dict[str, Any]:
+        failed = Counter(r.level for r in self.failures)
+        return {
+            "stack": self.stack,
+            "profile": self.profile,
+            "kubernetesVersion": self.kubernetes_version,
+            "resources": self.resources,
+            "results": len(self.results),
+            "passed": sum(1 for r in self.results if r.passed),
+            "failedMandatory": failed.get("mandatory", 0),
+            "failedAdvisory": failed.get("advisory", 0),
+            "policies": sorted({r.policy for r in self.results}),
+            "ok": self.ok,
+        }
+
+    def to_json(self) -> str:
+        return json.dumps({"results": [asdict(r) for r in self.results], "summary": self.summary()}, indent=2)
+
+
+def _options(resource: RecordedResource) -> PolicyResourceOptions:
+    return PolicyResourceOptions(
+        protect=bool(resource.options.get("protect")),
+        ignore_changes=list(resource.options.get("ignoreChanges", [])),
+        delete_before_replace=resource.options.get("deleteBeforeReplace"),
+        aliases=[],
+        custom_timeouts=PolicyCustomTimeouts(0, 0, 0),
+        additional_secret_outputs=list(resource.options.get("additionalSecretOutputs", [])),
+        parent=resource.parent,
+    )
+
+
+def _await(result: Any) -> None:
+    if inspect.isawaitable(result):
+        asyncio.run(_wrap(result))
+
+
+async def _wrap(awaitable: Any) -> None:
+    await awaitable
+
+
+def _level(policy: Any) -> str:
+    level = enforcement_of(policy)
+    return "mandatory" if level in (EnforcementLevel.MANDATORY, EnforcementLevel.REMEDIATE) else level.value
+
+
+def run_resource_rules(
+    recording: Recording, config: dict[str, Any], rules: list[Rule] | None = None
+) -> list[CheckResult]:
+    results: list[CheckResult] = []
+    for rule in rules if rules is not None else RESOURCE_RULES:
+        if rule.enforcement_level == EnforcementLevel.DISABLED:
+            continue
+        level = _level(rule)
+        for resource in recording.resources:
+            if not rule.applies_to(resource.type):
+                continue
+            reason = exemption_for(config, namespace_of(resource.inputs))
+            if reason is None and resource.type == "kubernetes:core/v1:Namespace":
+                reason = exemption_for(config, resource.object_name)
+            if reason is not None:
+                results.append(CheckResult(rule.name, resource.display(), level, True, f"exempt: {reason}"))
+                continue
+            messages: list[str] = []
+            args = ResourceValidationArgs(
+                resource_type=resource.type,
+                props=resource.inputs,
+                urn=resource.urn,
+                name=resource.name,
+                opts=_options(resource),
+                provider=None,
+                config=config,
+            )
+            _await(rule.validate(args, lambda message, _urn=None: messages.append(message)))
+            if messages:
+                results.extend(CheckResult(rule.name, resource.display(), level, False, m) for m in messages)
+            else:
+                results.append(CheckResult(rule.name, resource.display(), level, True, ""))
+    return results
+
+
+def policy_resources(recording: Recording) -> list[PolicyResource]:
+    built: dict[str, PolicyResource] = {}
+    for r in recording.resources:
+        built[r.urn] = PolicyResource(
+            resource_type=r.type,
+            props=r.inputs,
+            urn=r.urn,
+            name=r.name,
+            opts=_options(r),
+            provider=None,
+            parent=None,
+            dependencies=[],
+            property_dependencies={},
+        )
+    for r in recording.resources:
+        if r.parent and r.parent in built:
+            built[r.urn].parent = built[r.parent]
+        built[r.urn].dependencies = [built[d] for d in r.options.get("dependsOn", []) if d in built]
+    return list(built.values())
+
+
+def run_stack_rules(recording: Recording, config: dict[str, Any]) -> list[CheckResult]:
+    results: list[CheckResult] = []
+    resources = policy_resources(recording)
+    by_urn = recording.by_urn()
+    for rule in STACK_RULES:
+        if rule.enforcement_level == EnforcementLevel.DISABLED:
+            continue
+        level = _level(rule)
+        violations: list[tuple[str, str | None]] = []
+        args = StackValidationArgs(resources=resources, config=config)
+        _await(rule.validate(args, lambda message, urn=None: violations.append((message, urn))))
+        for message, urn in violations:
+            target = by_urn[urn].display() if urn and urn in by_urn else f"stack/{recording.stack}"
+            results.append(CheckResult(rule.name, target, level, False, message))
+        if not violations:
+            results.append(CheckResult(rule.name, f"stack/{recording.stack}", level, True, ""))
+    return results
+
+
+def validate_schemas(recording: Recording, kubernetes_version: str, crd_dir: Path | None) -> list[CheckResult]:
+    results: list[CheckResult] = []
+    crds = CrdSchemas(crd_dir) if crd_dir is not None else None
+    for resource in recording.kubernetes_objects():
+        obj = resource.manifest()
+        if is_builtin(obj):
+            problems = validate_builtin(obj, kubernetes_version)
+            policy = SCHEMA_POLICY
+        elif crds is not None:
+            problems = crds.validate(obj)
+            policy = CRD_POLICY
+        else:
+            results.append(
+                CheckResult(
+                    CRD_POLICY,
+                    resource.display(),
+                    "advisory",
+                    False,
+                    "custom resource not validated: pass --crd-schemas DIR with the upstream CRD schemas",
+                )
+            )
+            continue
+        if problems:
+            results.extend(CheckResult(policy, resource.display(), "mandatory", False, p) for p in problems)
+        else:
+            results.append(CheckResult(policy, resource.display(), "mandatory", True, ""))
+    return results
+
+
+def spec_of(config: StackConfig) -> PlatformSpec:
+    raw = config.values.get(FULL_PLATFORM_KEY)
+    return parse_platform(json.loads(raw) if raw else None, config.stack)
+
+
+def check_recording(recording: Recording, spec: PlatformSpec, crd_dir: Path | None = None) -> CheckReport:
+    version = spec.cluster.kubernetes_version
+    config = policy_config(kubernetes_version=version)
+    report = CheckReport(
+        stack=recording.stack,
+        profile=spec.profile,
+        kubernetes_version=version,
+        resources=sum(1 for r in recording.resources if r.custom),
+    )
+    report.results.extend(run_resource_rules(recording, config))
+    report.results.extend(run_stack_rules(recording, config))
+    report.results.extend(validate_schemas(recording, version, crd_dir))
+    return report

@@ -1,0 +1,198 @@
+"""The `private-llm` command: render and check a stack offline, with no cluster, credentials or Pulumi CLI."""
+
+from __future__ import annotations
+
+import sys
+from enum import Enum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from infra.checks import CheckReport, check_recording, spec_of
+from infra.config import StackConfigError
+from infra.offline import (
+    OfflineError,
+    Recording,
+    find_project_dir,
+    load_stack_config,
+    run_program,
+    summarize,
+    write_render,
+)
+
+app = typer.Typer(
+    name="private-llm",
+    help=(
+        "Render and check a private-llm stack offline: no cluster, no credentials, no Pulumi CLI.\n\n"
+        "Examples:\n\n"
+        "  private-llm render --stack dev --out build/dev\n\n"
+        "  private-llm check --stack dev --crd-schemas ../shared/crds\n\n"
+        "  private-llm check --stack finance-prod --format json > check.json"
+    ),
+    no_args_is_help=True,
+    add_completion=False,
+    rich_markup_mode="rich",
+    pretty_exceptions_enable=False,
+)
+
+out = Console()
+err = Console(stderr=True)
+
+
+class OutputFormat(str, Enum):
+    table = "table"
+    json = "json"
+
+
+StackOption = Annotated[str, typer.Option("--stack", "-s", help="Stack name: reads stacks/Pulumi.<stack>.yaml.")]
+ProjectOption = Annotated[
+    Path | None,
+    typer.Option("--project-dir", help="Folder holding Pulumi.yaml (default: the working directory or above)."),
+]
+
+
+def _render(stack: str, project_dir: Path | None, quiet: bool = False) -> tuple[Recording, object]:
+    try:
+        root = project_dir or find_project_dir()
+        config = load_stack_config(root, stack)
+        if quiet:
+            recording = run_program(config)
+        else:
+            with err.status(f"Rendering stack [bold]{stack}[/] offline…"):
+                recording = run_program(config)
+        return recording, config
+    except OfflineError as exc:
+        cause = exc.__cause__
+        if isinstance(cause, StackConfigError):
+            err.print(f"[bold red]error:[/] {cause}", highlight=False, markup=False)
+        else:
+            err.print(f"[bold red]error:[/] {exc}", highlight=False)
+        raise typer.Exit(2) from None
+    except FileNotFoundError as exc:
+        err.print(f"[bold red]error:[/] {exc}", highlight=False)
+        raise typer.Exit(2) from None
+
+
+def _summary_tables(recording: Recording) -> list[Table]:
+    counts = summarize(recording)
+    tables = []
+    for title, key in (("Resources by kind", "kind"), ("Resources by component", "component")):
+        table = Table(title=title, title_justify="left")
+        table.add_column(key.capitalize())
+        table.add_column("Count", justify="right")
+        for name, count in sorted(counts[key].items()):
+            table.add_row(name, str(count))
+        table.add_row("[bold]total[/]", f"[bold]{sum(counts[key].values())}[/]")
+        tables.append(table)
+    return tables
+
+
+@app.command(
+    help=(
+        "Run the program offline under Pulumi mocks and write what it would build.\n\n"
+        "Writes OUT/manifests/<namespace or _cluster>/<Kind>-<name>.yaml (one object per file), "
+        "OUT/charts/<release>.yaml (each Helm chart's inputs) and OUT/resources.json (every resource, "
+        "secrets shown as \"[secret]\").\n\n"
+        "Example: private-llm render --stack dev --out build/dev"
+    )
+)
+def render(
+    stack: StackOption,
+    out_dir: Annotated[Path, typer.Option("--out", "-o", help="Output folder (created; old manifests replaced).")],
+    project_dir: ProjectOption = None,
+) -> None:
+    recording, _ = _render(stack, project_dir)
+    result = write_render(recording, out_dir)
+    for table in _summary_tables(recording):
+        out.print(table)
+    out.print(
+        f"Rendered stack [bold]{stack}[/]: {len(result.manifests)} Kubernetes objects, {len(result.charts)} charts, "
+        f"{len(recording.resources)} resources → {out_dir}"
+    )
+
+
+def _report_table(report: CheckReport, show_passed: bool) -> Table:
+    table = Table(title=f"Check of stack {report.stack}", title_justify="left")
+    for column in ("Policy", "Resource", "Level", "Result", "Message"):
+        table.add_column(column, overflow="fold")
+    rows = report.results if show_passed else report.failures
+    for r in sorted(rows, key=lambda r: (r.passed, r.level != "mandatory", r.policy, r.resource)):
+        status = "[green]pass[/]" if r.passed else ("[red]FAIL[/]" if r.level == "mandatory" else "[yellow]warn[/]")
+        table.add_row(r.policy, r.resource, r.level, status, r.message)
+    return table
+
+
+def _policy_table(report: CheckReport) -> Table:
+    table = Table(title="Results by policy", title_justify="left")
+    table.add_column("Policy")
+    table.add_column("Level")
+    table.add_column("Checked", justify="right")
+    table.add_column("Failed", justify="right")
+    per: dict[str, list[int]] = {}
+    levels: dict[str, str] = {}
+    for r in report.results:
+        counts = per.setdefault(r.policy, [0, 0])
+        counts[0] += 1
+        counts[1] += 0 if r.passed else 1
+        levels[r.policy] = r.level
+    for policy, (checked, failed) in sorted(per.items()):
+        style = "red" if failed and levels[policy] == "mandatory" else ("yellow" if failed else "green")
+        table.add_row(policy, levels[policy], str(checked), f"[{style}]{failed}[/]")
+    return table
+
+
+@app.command(
+    help=(
+        "Render, then run every policy of the pack and validate every object: built-in kinds with "
+        "kubernetes-validate --strict for the stack's Kubernetes version, custom resources against the CRD "
+        "schemas in --crd-schemas. Exit 1 on any mandatory violation or invalid object.\n\n"
+        "Examples:\n\n"
+        "  private-llm check --stack dev --crd-schemas ../shared/crds\n\n"
+        "  private-llm check --stack dev --format json"
+    )
+)
+def check(
+    stack: StackOption,
+    output_format: Annotated[OutputFormat, typer.Option("--format", "-f", help="table or json.")] = OutputFormat.table,
+    crd_schemas: Annotated[
+        Path | None,
+        typer.Option("--crd-schemas", help="Folder of CRD schemas laid out as <group>/<Kind>_<version>.json."),
+    ] = None,
+    out_dir: Annotated[Path | None, typer.Option("--out", "-o", help="Also write the render to this folder.")] = None,
+    show_passed: Annotated[bool, typer.Option("--show-passed", help="List passing results too.")] = False,
+    project_dir: ProjectOption = None,
+) -> None:
+    if crd_schemas is not None and not crd_schemas.is_dir():
+        err.print(f"[bold red]error:[/] --crd-schemas {crd_schemas} is not a folder")
+        raise typer.Exit(2)
+    recording, config = _render(stack, project_dir, quiet=output_format == OutputFormat.json)
+    if out_dir is not None:
+        write_render(recording, out_dir)
+    spec = spec_of(config)  # type: ignore[arg-type]
+    report = check_recording(recording, spec, crd_schemas)
+    if output_format == OutputFormat.json:
+        sys.stdout.write(report.to_json() + "\n")
+    else:
+        out.print(_policy_table(report))
+        if report.failures or show_passed:
+            out.print(_report_table(report, show_passed))
+        s = report.summary()
+        verdict = "[bold green]PASS[/]" if report.ok else "[bold red]FAIL[/]"
+        out.print(
+            f"{verdict} stack [bold]{stack}[/] (profile {s['profile']}, Kubernetes {s['kubernetesVersion']}): "
+            f"{s['resources']} resources, {s['results']} results, {s['failedMandatory']} mandatory and "
+            f"{s['failedAdvisory']} advisory failures"
+        )
+    if not report.ok:
+        raise typer.Exit(1)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

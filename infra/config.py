@@ -1,0 +1,589 @@
+"""Typed stack configuration: the `privatellm:platform` key of a stack file, parsed into a `PlatformSpec`.
+
+Everything a customer can say about their platform is declared here, with safe defaults. A bad stack file fails
+before any resource is registered with one `StackConfigError` that lists every problem: the field path, the bad
+value and what is allowed. Unknown keys are errors (`extra="forbid"` at every level), with a "did you mean" hint.
+
+Secrets never live in the platform object: a field ending in `_secret` names another config key of the stack that
+was set with `pulumi config set --secret`; `resolve_secret_refs` checks that each one exists and is encrypted.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import re
+from collections.abc import Callable, Iterable, Mapping
+from decimal import Decimal
+from typing import Annotated, Any, Literal
+
+import pulumi
+from kubernetes.utils.quantity import parse_quantity
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+CONFIG_NAMESPACE = "privatellm"
+PLATFORM_KEY = "platform"
+FULL_PLATFORM_KEY = f"{CONFIG_NAMESPACE}:{PLATFORM_KEY}"
+
+# Kubernetes minor versions we render for. 1.31 is the floor of DESIGN.md; 1.37 is the newest release whose
+# schemas kubernetes-validate ships, so every rendered object can be strictly validated.
+MIN_KUBERNETES_MINOR = 31
+MAX_KUBERNETES_MINOR = 37
+DEFAULT_KUBERNETES_VERSION = "1.31"
+
+RESERVED_NAMESPACES = frozenset({"default", "kube-system", "kube-public", "kube-node-lease"})
+
+_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+_SECRET_REF = re.compile(r"^([a-zA-Z][a-zA-Z0-9_-]*:)?[a-zA-Z][a-zA-Z0-9_.-]*$")
+_GROUP_NAME = re.compile(r"^[^\s,]{1,253}$")
+# Keys that, holding a plain string, are credentials stored in the clear.
+_CREDENTIAL_KEY = re.compile(
+    r"(password|passwd|passphrase|token|api[_-]?key|apikey|private[_-]?key|credential|client[_-]?key|"
+    r"access[_-]?key|secret[_-]?key|^secret$|bind[_-]?dn[_-]?password)",
+    re.IGNORECASE,
+)
+# Values that are credentials whatever key holds them.
+_CREDENTIAL_VALUE = re.compile(
+    r"(-----BEGIN [A-Z ]*PRIVATE KEY-----|client-key-data:|\btoken:\s*\S{16,}|AKIA[0-9A-Z]{16})"
+)
+
+
+class StackConfigError(pulumi.RunError):
+    """A stack file that cannot be built. `problems` holds one line per problem; the message lists them all."""
+
+    def __init__(self, problems: list[str], stack: str | None = None) -> None:
+        self.problems = problems
+        where = f"stack {stack!r}: " if stack else ""
+        head = f"{where}{FULL_PLATFORM_KEY} has {len(problems)} problem{'s' if len(problems) != 1 else ''}"
+        super().__init__(head + ":\n" + "\n".join(f"  - {p}" for p in problems))
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Field types
+# --------------------------------------------------------------------------------------------------------------
+
+
+def _dns_label(value: str) -> str:
+    if len(value) > 63 or not _DNS_LABEL.match(value):
+        raise ValueError(
+            "must be a DNS-1123 label: at most 63 characters of lower-case letters, digits and '-', "
+            "starting and ending with a letter or digit"
+        )
+    return value
+
+
+def _namespace_name(value: str) -> str:
+    _dns_label(value)
+    if value in RESERVED_NAMESPACES or value.startswith("kube-"):
+        raise ValueError(
+            "is reserved for the cluster itself; platform workloads never run there (CIS 5.6.4); choose another name"
+        )
+    return value
+
+
+def _quantity(value: str | int | float) -> str:
+    text = str(value)
+    try:
+        parse_quantity(text)
+    except ValueError:
+        raise ValueError(
+            "is not a Kubernetes quantity; use a number with an optional suffix such as 500m, 2, 64Gi or 1Ti"
+        ) from None
+    return text
+
+
+def _kubernetes_version(value: str) -> str:
+    match = re.fullmatch(r"1\.(\d+)", value)
+    if not match or not MIN_KUBERNETES_MINOR <= int(match.group(1)) <= MAX_KUBERNETES_MINOR:
+        raise ValueError(
+            f"must be a supported Kubernetes minor version written as '1.N', from 1.{MIN_KUBERNETES_MINOR} "
+            f"to 1.{MAX_KUBERNETES_MINOR}"
+        )
+    return value
+
+
+def _secret_ref(value: str) -> str:
+    if not _SECRET_REF.match(value):
+        raise ValueError(
+            "must name a secure config key of this stack (for example 'kubeconfig', set with "
+            "`pulumi config set --secret privatellm:kubeconfig ...`)"
+        )
+    return value
+
+
+def _group_name(value: str) -> str:
+    if not _GROUP_NAME.match(value):
+        raise ValueError("must be an LDAP/OIDC group name without spaces or commas (at most 253 characters)")
+    return value
+
+
+DnsLabel = Annotated[str, AfterValidator(_dns_label)]
+NamespaceName = Annotated[str, AfterValidator(_namespace_name)]
+Quantity = Annotated[str, AfterValidator(_quantity)]
+KubernetesVersion = Annotated[str, AfterValidator(_kubernetes_version)]
+SecretRef = Annotated[str, AfterValidator(_secret_ref)]
+GroupName = Annotated[str, AfterValidator(_group_name)]
+Profile = Literal["baseline", "finance", "healthcare", "government"]
+NonNegativeInt = Annotated[int, Field(ge=0)]
+
+
+class StrictModel(BaseModel):
+    """Every level of the stack file forbids unknown keys and is immutable once parsed."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=False)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Sections
+# --------------------------------------------------------------------------------------------------------------
+
+
+class DnsSpec(StrictModel):
+    """Where cluster DNS runs: every namespace's default-deny egress policy allows exactly this."""
+
+    namespace: DnsLabel = "kube-system"
+    pod_labels: dict[str, str] = Field(default_factory=lambda: {"k8s-app": "kube-dns"}, min_length=1)
+
+
+class ClusterSpec(StrictModel):
+    """The target cluster. Credentials come from a kubeconfig path on the deploy host or a secure config key."""
+
+    kubernetes_version: KubernetesVersion = DEFAULT_KUBERNETES_VERSION
+    kubeconfig_path: str | None = None
+    kubeconfig_secret: SecretRef | None = None
+    context: str | None = None
+    dns: DnsSpec = Field(default_factory=DnsSpec)
+
+    @model_validator(mode="after")
+    def _one_kubeconfig(self) -> ClusterSpec:
+        if self.kubeconfig_path and self.kubeconfig_secret:
+            raise ValueError(
+                "set either kubeconfig_path (a file on the deploy host) or kubeconfig_secret (a secure config key), "
+                "not both"
+            )
+        return self
+
+    @property
+    def minor(self) -> int:
+        return int(self.kubernetes_version.split(".")[1])
+
+
+class QuotaSpec(StrictModel):
+    """A namespace's ResourceQuota. `gpus: null` leaves GPUs out of the quota (bounded by the node pool instead)."""
+
+    requests_cpu: Quantity = "8"
+    requests_memory: Quantity = "32Gi"
+    limits_cpu: Quantity = "16"
+    limits_memory: Quantity = "64Gi"
+    requests_storage: Quantity = "200Gi"
+    gpus: NonNegativeInt | None = 0
+    pods: NonNegativeInt = 50
+    persistent_volume_claims: NonNegativeInt = 10
+    services: NonNegativeInt = 20
+    load_balancers: NonNegativeInt = 0
+    node_ports: NonNegativeInt = 0
+    secrets: NonNegativeInt = 100
+    config_maps: NonNegativeInt = 100
+
+    @model_validator(mode="after")
+    def _requests_within_limits(self) -> QuotaSpec:
+        for req, lim in (("requests_cpu", "limits_cpu"), ("requests_memory", "limits_memory")):
+            if parse_quantity(getattr(self, req)) > parse_quantity(getattr(self, lim)):
+                raise ValueError(
+                    f"{req}={getattr(self, req)} is larger than {lim}={getattr(self, lim)}; raise {lim} or lower {req}"
+                )
+        return self
+
+    def hard(self) -> dict[str, str]:
+        """The ResourceQuota `spec.hard` map."""
+        hard = {
+            "requests.cpu": self.requests_cpu,
+            "requests.memory": self.requests_memory,
+            "limits.cpu": self.limits_cpu,
+            "limits.memory": self.limits_memory,
+            "requests.storage": self.requests_storage,
+            "pods": str(self.pods),
+            "persistentvolumeclaims": str(self.persistent_volume_claims),
+            "services": str(self.services),
+            "services.loadbalancers": str(self.load_balancers),
+            "services.nodeports": str(self.node_ports),
+            "secrets": str(self.secrets),
+            "configmaps": str(self.config_maps),
+        }
+        if self.gpus is not None:
+            hard["requests.nvidia.com/gpu"] = str(self.gpus)
+        return hard
+
+
+class LimitRangeSpec(StrictModel):
+    """Per-container defaults and bounds: a container that states nothing still gets requests and limits."""
+
+    default_request_cpu: Quantity = "100m"
+    default_request_memory: Quantity = "128Mi"
+    default_limit_cpu: Quantity = "1"
+    default_limit_memory: Quantity = "1Gi"
+    max_cpu: Quantity | None = None
+    max_memory: Quantity | None = None
+
+    @model_validator(mode="after")
+    def _ordered(self) -> LimitRangeSpec:
+        pairs = [
+            ("default_request_cpu", "default_limit_cpu"),
+            ("default_request_memory", "default_limit_memory"),
+            ("default_limit_cpu", "max_cpu"),
+            ("default_limit_memory", "max_memory"),
+        ]
+        for low, high in pairs:
+            low_v, high_v = getattr(self, low), getattr(self, high)
+            if high_v is not None and parse_quantity(low_v) > parse_quantity(high_v):
+                raise ValueError(f"{low}={low_v} is larger than {high}={high_v}; they must satisfy {low} <= {high}")
+        return self
+
+
+class PlatformNamespaceSpec(StrictModel):
+    name: NamespaceName
+    quota: QuotaSpec | None = None
+    limits: LimitRangeSpec | None = None
+
+
+# Quota of platform namespaces when the stack says nothing: sized for platform services, not for tenants.
+PLATFORM_QUOTA = QuotaSpec(
+    requests_cpu="32",
+    requests_memory="128Gi",
+    limits_cpu="64",
+    limits_memory="256Gi",
+    requests_storage="2Ti",
+    pods=200,
+    persistent_volume_claims=50,
+    services=50,
+)
+# The inference namespace holds the GPU servers; its GPU count is bounded by the node pools, not the quota.
+INFERENCE_QUOTA = PLATFORM_QUOTA.model_copy(
+    update={"requests_cpu": "256", "requests_memory": "2Ti", "limits_cpu": "512", "limits_memory": "4Ti", "gpus": None}
+)
+PLATFORM_LIMITS = LimitRangeSpec(default_limit_cpu="2", default_limit_memory="2Gi")
+
+
+def _ns(name: str) -> Any:
+    return Field(default_factory=lambda: PlatformNamespaceSpec(name=name))
+
+
+class PlatformNamespaces(StrictModel):
+    """The namespaces of the platform's own services, one per concern."""
+
+    inference: PlatformNamespaceSpec = _ns("llm-inference")
+    gateway: PlatformNamespaceSpec = _ns("llm-gateway")
+    registry: PlatformNamespaceSpec = _ns("llm-registry")
+    pki: PlatformNamespaceSpec = _ns("llm-pki")
+    monitoring: PlatformNamespaceSpec = _ns("llm-monitoring")
+    logging: PlatformNamespaceSpec = _ns("llm-logging")
+
+    def items(self) -> list[tuple[str, PlatformNamespaceSpec]]:
+        return [(role, getattr(self, role)) for role in type(self).model_fields]
+
+    def quota_for(self, role: str) -> QuotaSpec:
+        spec: PlatformNamespaceSpec = getattr(self, role)
+        if spec.quota is not None:
+            return spec.quota
+        return INFERENCE_QUOTA if role == "inference" else PLATFORM_QUOTA
+
+    def limits_for(self, role: str) -> LimitRangeSpec:
+        spec: PlatformNamespaceSpec = getattr(self, role)
+        return spec.limits if spec.limits is not None else PLATFORM_LIMITS
+
+
+class TenantGroups(StrictModel):
+    """Directory (LDAP/OIDC) groups bound to each tenant role."""
+
+    admin: list[GroupName] = Field(default_factory=list)
+    member: list[GroupName] = Field(default_factory=list)
+    guest: list[GroupName] = Field(default_factory=list)
+
+    def for_role(self, role: str) -> list[str]:
+        return list(getattr(self, role))
+
+
+TENANT_ROLES = ("admin", "member", "guest")
+
+
+class TenantSpec(StrictModel):
+    name: Annotated[DnsLabel, Field(max_length=40)]
+    namespace: NamespaceName | None = None
+    groups: TenantGroups = Field(default_factory=TenantGroups)
+    quota: QuotaSpec = Field(default_factory=QuotaSpec)
+    limits: LimitRangeSpec = Field(default_factory=LimitRangeSpec)
+
+    @property
+    def namespace_name(self) -> str:
+        return self.namespace or f"tenant-{self.name}"
+
+    @model_validator(mode="after")
+    def _has_owner(self) -> TenantSpec:
+        if not self.groups.admin:
+            raise ValueError(
+                "groups.admin is empty: every tenant needs at least one directory group that owns it "
+                "(for example groups: {admin: [llm-retail-admins]})"
+            )
+        return self
+
+
+class PlatformSpec(StrictModel):
+    """The whole platform one stack file describes."""
+
+    name: DnsLabel = "private-llm"
+    profile: Profile = "baseline"
+    cluster: ClusterSpec = Field(default_factory=ClusterSpec)
+    namespaces: PlatformNamespaces = Field(default_factory=PlatformNamespaces)
+    tenants: list[TenantSpec] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> PlatformSpec:
+        problems: list[str] = []
+        seen_tenants: dict[str, int] = {}
+        for i, tenant in enumerate(self.tenants):
+            if tenant.name in seen_tenants:
+                problems.append(
+                    f"tenants[{i}].name={tenant.name!r} repeats tenants[{seen_tenants[tenant.name]}].name; "
+                    "tenant names must be unique"
+                )
+            seen_tenants.setdefault(tenant.name, i)
+        owners: dict[str, str] = {}
+        for role, ns in self.namespaces.items():
+            if ns.name in owners:
+                problems.append(
+                    f"namespaces.{role}.name={ns.name!r} is already used by namespaces.{owners[ns.name]}; "
+                    "every platform namespace needs its own name"
+                )
+            owners.setdefault(ns.name, f"{role}")
+        for i, tenant in enumerate(self.tenants):
+            ns_name = tenant.namespace_name
+            if ns_name in owners:
+                problems.append(
+                    f"tenants[{i}].namespace={ns_name!r} is already used by {owners[ns_name]}; "
+                    "give the tenant a namespace of its own"
+                )
+            owners.setdefault(ns_name, f"tenants[{i}]")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+    def secret_refs(self) -> list[tuple[str, str]]:
+        """(field path, config key) of every `*_secret` field that is set."""
+        refs: list[tuple[str, str]] = []
+
+        def walk(node: Any, path: str) -> None:
+            if isinstance(node, BaseModel):
+                for field in type(node).model_fields:
+                    value = getattr(node, field)
+                    sub = f"{path}.{field}" if path else field
+                    if field.endswith("_secret") and isinstance(value, str):
+                        refs.append((sub, value))
+                    else:
+                        walk(value, sub)
+            elif isinstance(node, list):
+                for i, item in enumerate(node):
+                    walk(item, f"{path}[{i}]")
+
+        walk(self, "")
+        return refs
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Parsing and error reporting
+# --------------------------------------------------------------------------------------------------------------
+
+
+def _format_loc(loc: Iterable[int | str]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += f".{part}" if out else str(part)
+    return out
+
+
+def _model_at(loc: tuple[int | str, ...]) -> type[BaseModel] | None:
+    """The model class that owns the last element of `loc` (to list allowed keys for an unknown one)."""
+    model: Any = PlatformSpec
+    for part in loc[:-1]:
+        if isinstance(part, int):
+            continue
+        field = model.model_fields.get(part) if isinstance(model, type) and issubclass(model, BaseModel) else None
+        if field is None:
+            return None
+        model = _unwrap_model(field.annotation)
+        if model is None:
+            return None
+    return model if isinstance(model, type) and issubclass(model, BaseModel) else None
+
+
+def _unwrap_model(annotation: Any) -> type[BaseModel] | None:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in getattr(annotation, "__args__", ()) or ():
+        found = _unwrap_model(arg)
+        if found is not None:
+            return found
+    return None
+
+
+def _short(value: Any) -> str:
+    text = json.dumps(value, default=str) if not isinstance(value, str) else repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _problems_from(error: ValidationError, prefix: str) -> list[str]:
+    problems: list[str] = []
+    for err in error.errors():
+        loc = tuple(err["loc"])
+        path = _format_loc(loc)
+        where = f"{prefix}.{path}" if path else prefix
+        kind = err["type"]
+        if kind == "extra_forbidden":
+            key = str(loc[-1])
+            model = _model_at(loc)
+            allowed = sorted(model.model_fields) if model else []
+            hint = difflib.get_close_matches(key, allowed, n=1, cutoff=0.6)
+            msg = f"{where}: unknown key {key!r}"
+            if hint:
+                msg += f"; did you mean {hint[0]!r}?"
+            if allowed:
+                msg += f" (allowed keys: {', '.join(allowed)})"
+            problems.append(msg)
+        elif kind == "literal_error":
+            expected = err.get("ctx", {}).get("expected", "")
+            problems.append(f"{where}={_short(err.get('input'))} is not allowed; use one of {expected}")
+        elif kind == "missing":
+            problems.append(f"{where}: required key is missing")
+        elif kind in ("value_error", "assertion_error"):
+            message = str(err["msg"]).removeprefix("Value error, ")
+            if "input" in err and not isinstance(err["input"], dict | list):
+                problems.append(f"{where}={_short(err['input'])} {message}")
+            else:
+                problems.append(f"{where}: {message}")
+        else:
+            problems.append(f"{where}={_short(err.get('input'))}: {err['msg']}")
+    return problems
+
+
+def _plaintext_credentials(raw: Any, path: str) -> list[tuple[str, str]]:
+    """(path, message) for credential-looking keys or values held in plain text anywhere in the platform object."""
+    found: list[tuple[str, str]] = []
+    if isinstance(raw, Mapping):
+        for key, value in raw.items():
+            sub = f"{path}.{key}"
+            if isinstance(value, Mapping) and "secure" in value and len(value) == 1:
+                found.append(
+                    (
+                        sub,
+                        f"{sub}: encrypted values inside {FULL_PLATFORM_KEY} are not supported; store it as its own key "
+                        f"with `pulumi config set --secret {CONFIG_NAMESPACE}:<name>` and reference it with "
+                        f"'{key.removesuffix('_secret')}_secret: <name>'",
+                    )
+                )
+                continue
+            if (
+                isinstance(value, str | int)
+                and not str(key).endswith(("_secret", "_path", "_ref"))
+                and _CREDENTIAL_KEY.search(str(key))
+            ):
+                found.append(
+                    (
+                        sub,
+                        f"{sub} holds a credential in plain text; store it with "
+                        f"`pulumi config set --secret {CONFIG_NAMESPACE}:<name>` and reference it as '<field>_secret: <name>'",
+                    )
+                )
+                continue
+            found.extend(_plaintext_credentials(value, sub))
+    elif isinstance(raw, list):
+        for i, item in enumerate(raw):
+            found.extend(_plaintext_credentials(item, f"{path}[{i}]"))
+    elif isinstance(raw, str) and _CREDENTIAL_VALUE.search(raw):
+        found.append(
+            (
+                path,
+                f"{path} contains key material or a token in plain text; move it to a secure config key "
+                f"(`pulumi config set --secret`)",
+            )
+        )
+    return found
+
+
+def parse_platform(raw: Any, stack: str | None = None) -> PlatformSpec:
+    """Validate the raw `privatellm:platform` object. Raises one StackConfigError listing every problem."""
+    if raw is None:
+        raise StackConfigError(
+            [f"{FULL_PLATFORM_KEY} is not set; add it to stacks/Pulumi.<stack>.yaml under `config:`"], stack
+        )
+    if not isinstance(raw, Mapping):
+        raise StackConfigError([f"{FULL_PLATFORM_KEY} must be a mapping of settings, got {type(raw).__name__}"], stack)
+    credentials = _plaintext_credentials(raw, FULL_PLATFORM_KEY)
+    problems = [msg for _, msg in credentials]
+    try:
+        spec = PlatformSpec.model_validate(dict(raw))
+    except ValidationError as exc:
+        for p in _problems_from(exc, FULL_PLATFORM_KEY):
+            # A credential key reported above may also be an unknown key: keep the clearer message only.
+            if not any(p.startswith(path + ":") or p.startswith(path + "=") for path, _ in credentials):
+                problems.append(p)
+        raise StackConfigError(problems, stack) from None
+    if problems:
+        raise StackConfigError(problems, stack)
+    return spec
+
+
+def check_secret_refs(
+    spec: PlatformSpec,
+    is_set: Callable[[str], bool],
+    is_secret: Callable[[str], bool],
+) -> list[str]:
+    """Every `*_secret` field must name a config key that is set and encrypted."""
+    problems: list[str] = []
+    for path, ref in spec.secret_refs():
+        key = ref if ":" in ref else f"{CONFIG_NAMESPACE}:{ref}"
+        if not is_set(key):
+            problems.append(
+                f"{FULL_PLATFORM_KEY}.{path}={ref!r} names config key {key!r}, which is not set; "
+                f"set it with `pulumi config set --secret {key} ...`"
+            )
+        elif not is_secret(key):
+            problems.append(
+                f"{FULL_PLATFORM_KEY}.{path}={ref!r} names config key {key!r}, which is stored in plain text; "
+                f"re-set it with `pulumi config set --secret {key} ...`"
+            )
+    return problems
+
+
+def qualified_key(ref: str) -> str:
+    return ref if ":" in ref else f"{CONFIG_NAMESPACE}:{ref}"
+
+
+def quantity(value: str) -> Decimal:
+    return Decimal(parse_quantity(value))
+
+
+def load_spec() -> PlatformSpec:
+    """Read and validate the current stack's platform config (inside a Pulumi program or under mocks)."""
+    from pulumi.runtime import config as runtime_config
+
+    stack = pulumi.get_stack()
+    raw_text = runtime_config.get_config(FULL_PLATFORM_KEY)
+    if raw_text is None:
+        raise StackConfigError(
+            [f"{FULL_PLATFORM_KEY} is not set; add it to stacks/Pulumi.{stack}.yaml under `config:`"], stack
+        )
+    try:
+        raw = json.loads(raw_text) if isinstance(raw_text, str) else raw_text
+    except json.JSONDecodeError as exc:
+        raise StackConfigError([f"{FULL_PLATFORM_KEY} is not a structured value: {exc}"], stack) from None
+    spec = parse_platform(raw, stack)
+    problems = check_secret_refs(
+        spec,
+        is_set=lambda key: runtime_config.get_config(key) is not None,
+        is_secret=runtime_config.is_config_secret,
+    )
+    if problems:
+        raise StackConfigError(problems, stack)
+    return spec

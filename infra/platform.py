@@ -1,0 +1,163 @@
+"""Composes the platform's components in dependency order from a validated `PlatformSpec`."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import pulumi
+import pulumi_kubernetes as k8s
+
+from components.namespaces import (
+    SecureNamespace,
+    SecureNamespaceArgs,
+    TenantRoles,
+    TenantRolesArgs,
+)
+from infra.config import TENANT_ROLES, LimitRangeSpec, PlatformSpec, QuotaSpec, qualified_key
+
+T = TypeVar("T")
+
+
+class ComponentBuildError(Exception):
+    """A component failed while the platform was being built; names the component and its type."""
+
+    def __init__(self, component: str, type_token: str, cause: BaseException) -> None:
+        self.component = component
+        self.type_token = type_token
+        self.cause = cause
+        super().__init__(f"component {component!r} ({type_token}) failed: {type(cause).__name__}: {cause}")
+
+
+@contextmanager
+def building(component: str, type_token: str) -> Iterator[None]:
+    try:
+        yield
+    except ComponentBuildError:
+        raise
+    except Exception as exc:
+        raise ComponentBuildError(component, type_token, exc) from exc
+
+
+def build(component: str, type_token: str, factory: Callable[[], T]) -> T:
+    with building(component, type_token):
+        return factory()
+
+
+@dataclass
+class Platform:
+    spec: PlatformSpec
+    provider: k8s.Provider
+    tenant_roles: TenantRoles
+    namespaces: dict[str, SecureNamespace] = field(default_factory=dict)
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "name": self.spec.name,
+            "profile": self.spec.profile,
+            "kubernetesVersion": self.spec.cluster.kubernetes_version,
+            "namespaces": sorted(self.namespaces),
+            "tenants": {t.name: t.namespace_name for t in self.spec.tenants},
+        }
+
+
+def _limits(spec: LimitRangeSpec) -> dict[str, dict[str, str]]:
+    out: dict[str, dict[str, str]] = {
+        "default_request": {"cpu": spec.default_request_cpu, "memory": spec.default_request_memory},
+        "default": {"cpu": spec.default_limit_cpu, "memory": spec.default_limit_memory},
+        "max": {},
+    }
+    if spec.max_cpu:
+        out["max"]["cpu"] = spec.max_cpu
+    if spec.max_memory:
+        out["max"]["memory"] = spec.max_memory
+    return out
+
+
+def namespace_args(
+    spec: PlatformSpec,
+    name: str,
+    purpose: str,
+    quota: QuotaSpec,
+    limits: LimitRangeSpec,
+    role_bindings: dict[str, list[str]] | None = None,
+    extra_labels: dict[str, str] | None = None,
+) -> SecureNamespaceArgs:
+    lim = _limits(limits)
+    return SecureNamespaceArgs(
+        name=name,
+        kubernetes_version=spec.cluster.kubernetes_version,
+        instance=spec.name,
+        purpose=purpose,
+        quota_hard=quota.hard(),
+        limit_default_request=lim["default_request"],
+        limit_default=lim["default"],
+        limit_max=lim["max"],
+        dns_namespace=spec.cluster.dns.namespace,
+        dns_pod_labels=dict(spec.cluster.dns.pod_labels),
+        role_bindings=role_bindings or {},
+        extra_labels={"privatellm.io/compliance-profile": spec.profile, **(extra_labels or {})},
+    )
+
+
+def cluster_provider(spec: PlatformSpec) -> k8s.Provider:
+    """The one Kubernetes provider every component receives through `opts` (components never build their own)."""
+    cluster = spec.cluster
+    kubeconfig: pulumi.Input[str] | None = None
+    if cluster.kubeconfig_secret:
+        key = qualified_key(cluster.kubeconfig_secret)
+        namespace, _, name = key.partition(":")
+        kubeconfig = pulumi.Config(namespace).require_secret(name)
+    elif cluster.kubeconfig_path:
+        kubeconfig = cluster.kubeconfig_path
+    return k8s.Provider(
+        f"{spec.name}-cluster",
+        kubeconfig=kubeconfig,
+        context=cluster.context,
+        enable_server_side_apply=True,
+    )
+
+
+def build_platform(spec: PlatformSpec) -> Platform:
+    provider = build("cluster-provider", "pulumi:providers:kubernetes", lambda: cluster_provider(spec))
+    opts = pulumi.ResourceOptions(providers={"kubernetes": provider})
+
+    roles = build(
+        f"{spec.name}-tenant-roles",
+        "privatellm:baseline:TenantRoles",
+        lambda: TenantRoles(f"{spec.name}-tenant-roles", TenantRolesArgs(instance=spec.name), opts=opts),
+    )
+    platform = Platform(spec=spec, provider=provider, tenant_roles=roles)
+
+    for role, ns in spec.namespaces.items():
+        args = namespace_args(
+            spec,
+            ns.name,
+            purpose=f"platform:{role}",
+            quota=spec.namespaces.quota_for(role),
+            limits=spec.namespaces.limits_for(role),
+            extra_labels={"privatellm.io/platform-role": role},
+        )
+        platform.namespaces[ns.name] = build(
+            ns.name, "privatellm:baseline:SecureNamespace", lambda a=args, n=ns.name: SecureNamespace(n, a, opts=opts)
+        )
+
+    for tenant in spec.tenants:
+        ns_name = tenant.namespace_name
+        args = namespace_args(
+            spec,
+            ns_name,
+            purpose=f"tenant:{tenant.name}",
+            quota=tenant.quota,
+            limits=tenant.limits,
+            role_bindings={role: tenant.groups.for_role(role) for role in TENANT_ROLES},
+            extra_labels={"privatellm.io/tenant": tenant.name},
+        )
+        platform.namespaces[ns_name] = build(
+            ns_name,
+            "privatellm:baseline:SecureNamespace",
+            lambda a=args, n=ns_name: SecureNamespace(n, a, opts=opts.merge(pulumi.ResourceOptions(depends_on=[roles]))),
+        )
+    return platform

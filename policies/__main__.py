@@ -1,0 +1,12 @@
+"""CrossGuard entry point (`pulumi preview --policy-pack policies`): only constructs the pack."""
+
+from pulumi_policy import EnforcementLevel, PolicyPack
+
+from policies.registry import ALL_POLICIES, PACK_DESCRIPTION, PACK_NAME
+
+PolicyPack(
+    name=PACK_NAME,
+    description=PACK_DESCRIPTION,
+    enforcement_level=EnforcementLevel.MANDATORY,
+    policies=ALL_POLICIES,
+)

@@ -1,0 +1,262 @@
+"""Shared machinery of the policy pack: rule classes with metadata, compliance frameworks, pod template access.
+
+A rule sees only a resource type and its properties (camelCase, as the engine sends them). Nothing here imports
+our components or the program, so the very same objects run in `pulumi preview --policy-pack policies` and in the
+offline `private-llm check`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from pulumi_policy import (
+    EnforcementLevel,
+    PolicyComplianceFramework,
+    PolicyConfigSchema,
+    ReportViolation,
+    ResourceValidationArgs,
+    ResourceValidationPolicy,
+    Severity,
+    StackValidationArgs,
+    StackValidationPolicy,
+)
+
+DEFAULT_KUBERNETES_VERSION = "1.31"
+
+# Config keys every rule accepts (schema defaults are filled by the CLI only: rules always fall back themselves).
+COMMON_CONFIG = PolicyConfigSchema(
+    properties={
+        "kubernetesVersion": {
+            "type": "string",
+            "default": DEFAULT_KUBERNETES_VERSION,
+            "pattern": r"^1\.[0-9]+$",
+            "description": "Target Kubernetes minor version; version-gated checks follow Pod Security Admission.",
+        },
+        "exemptNamespaces": {
+            "type": "object",
+            "default": {},
+            "additionalProperties": {"type": "string", "minLength": 1},
+            "description": "Namespaces exempt from this rule, each with the documented reason (shown in reports).",
+        },
+    }
+)
+
+
+@dataclass(frozen=True)
+class Standard:
+    """One control of a public standard that a rule implements."""
+
+    framework: str
+    version: str
+    reference: str
+
+    def as_framework(self) -> PolicyComplianceFramework:
+        return PolicyComplianceFramework(name=self.framework, version=self.version, reference=self.reference)
+
+    def tag(self) -> str:
+        return f"{self.framework} {self.reference}".strip()
+
+
+PSS = "Kubernetes Pod Security Standards"
+PSS_VERSION = "restricted"
+CIS = "CIS Kubernetes Benchmark"
+CIS_VERSION = "1.12"
+NSA = "NSA/CISA Kubernetes Hardening Guidance"
+NSA_VERSION = "1.2"
+
+
+def pss(check: str) -> Standard:
+    return Standard(PSS, PSS_VERSION, check)
+
+
+def cis(control: str) -> Standard:
+    return Standard(CIS, CIS_VERSION, control)
+
+
+def nsa(section: str) -> Standard:
+    return Standard(NSA, NSA_VERSION, section)
+
+
+def minor_of(config: Mapping[str, Any]) -> int:
+    version = str(config.get("kubernetesVersion", DEFAULT_KUBERNETES_VERSION))
+    try:
+        return int(version.removeprefix("v").split(".")[1])
+    except (IndexError, ValueError):
+        return int(DEFAULT_KUBERNETES_VERSION.split(".")[1])
+
+
+def exemption_for(config: Mapping[str, Any], namespace: str | None) -> str | None:
+    exempt = config.get("exemptNamespaces") or {}
+    if namespace and isinstance(exempt, Mapping) and namespace in exempt:
+        return str(exempt[namespace])
+    return None
+
+
+Check = Callable[[str, Mapping[str, Any], Mapping[str, Any]], list[str]]
+"""(resource type, props, config) -> violation messages (empty when the resource complies)."""
+
+
+class Rule(ResourceValidationPolicy):
+    """A resource rule with the metadata a compliance report needs and the set of types it applies to."""
+
+    def __init__(
+        self,
+        name: str,
+        description: str,
+        check: Check,
+        resource_types: Iterable[str],
+        standards: Iterable[Standard],
+        remediation: str,
+        severity: Severity = Severity.HIGH,
+        enforcement_level: EnforcementLevel = EnforcementLevel.MANDATORY,
+    ) -> None:
+        self.resource_types = frozenset(resource_types)
+        self.standards = tuple(standards)
+        self._check = check
+
+        def validate(args: ResourceValidationArgs, report_violation: ReportViolation) -> None:
+            if args.resource_type not in self.resource_types:
+                return
+            config = args.get_config()
+            if exemption_for(config, namespace_of(args.props)) is not None:
+                return
+            for message in self._check(args.resource_type, args.props, config):
+                report_violation(message, args.urn)
+
+        super().__init__(
+            name=name,
+            description=description,
+            validate=validate,
+            enforcement_level=enforcement_level,
+            config_schema=COMMON_CONFIG,
+            severity=severity,
+            framework=self.standards[0].as_framework() if self.standards else None,
+            tags=[s.tag() for s in self.standards],
+            remediation_steps=remediation,
+        )
+
+    def applies_to(self, resource_type: str) -> bool:
+        return resource_type in self.resource_types
+
+
+StackCheck = Callable[[StackValidationArgs], list[tuple[str, str | None]]]
+"""args -> (message, urn or None) violations."""
+
+
+class StackRule(StackValidationPolicy):
+    """A rule over the whole stack, with report metadata."""
+
+    def __init__(
+        self,
+        name: str,
+        description: str,
+        check: StackCheck,
+        standards: Iterable[Standard],
+        remediation: str,
+        severity: Severity = Severity.HIGH,
+        enforcement_level: EnforcementLevel = EnforcementLevel.MANDATORY,
+    ) -> None:
+        self.standards = tuple(standards)
+        self._check = check
+
+        def validate(args: StackValidationArgs, report_violation: ReportViolation) -> None:
+            for message, urn in self._check(args):
+                report_violation(message, urn)
+
+        super().__init__(
+            name=name,
+            description=description,
+            validate=validate,
+            enforcement_level=enforcement_level,
+            config_schema=COMMON_CONFIG,
+            severity=severity,
+            framework=self.standards[0].as_framework() if self.standards else None,
+            tags=[s.tag() for s in self.standards],
+            remediation_steps=remediation,
+        )
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Kubernetes object access
+# --------------------------------------------------------------------------------------------------------------
+
+POD = "kubernetes:core/v1:Pod"
+LEADER_WORKER_SET = "kubernetes:leaderworkerset.x-k8s.io/v1:LeaderWorkerSet"
+
+# Where each pod-bearing type keeps its pod template(s): a template is {metadata, spec}; a Pod is its own template.
+POD_TEMPLATE_PATHS: dict[str, tuple[tuple[str, ...], ...]] = {
+    POD: ((),),
+    "kubernetes:core/v1:PodTemplate": (("template",),),
+    "kubernetes:core/v1:ReplicationController": (("spec", "template"),),
+    "kubernetes:apps/v1:Deployment": (("spec", "template"),),
+    "kubernetes:apps/v1:StatefulSet": (("spec", "template"),),
+    "kubernetes:apps/v1:DaemonSet": (("spec", "template"),),
+    "kubernetes:apps/v1:ReplicaSet": (("spec", "template"),),
+    "kubernetes:batch/v1:Job": (("spec", "template"),),
+    "kubernetes:batch/v1:CronJob": (("spec", "jobTemplate", "spec", "template"),),
+    LEADER_WORKER_SET: (
+        ("spec", "leaderWorkerTemplate", "leaderTemplate"),
+        ("spec", "leaderWorkerTemplate", "workerTemplate"),
+    ),
+}
+POD_TYPES = frozenset(POD_TEMPLATE_PATHS)
+
+
+def get_path(obj: Any, path: Iterable[str]) -> Any:
+    for key in path:
+        if not isinstance(obj, Mapping):
+            return None
+        obj = obj.get(key)
+    return obj
+
+
+def namespace_of(props: Mapping[str, Any]) -> str | None:
+    ns = get_path(props, ("metadata", "namespace"))
+    return ns if isinstance(ns, str) else None
+
+
+@dataclass(frozen=True)
+class PodTemplate:
+    """One pod template inside a resource; `where` names it in messages (e.g. 'workerTemplate')."""
+
+    where: str
+    metadata: Mapping[str, Any]
+    spec: Mapping[str, Any]
+
+
+def pod_templates(resource_type: str, props: Mapping[str, Any]) -> list[PodTemplate]:
+    templates: list[PodTemplate] = []
+    for path in POD_TEMPLATE_PATHS.get(resource_type, ()):
+        template = get_path(props, path) if path else props
+        if not isinstance(template, Mapping):
+            continue
+        spec = template.get("spec")
+        if not isinstance(spec, Mapping):
+            continue
+        metadata = template.get("metadata")
+        where = path[-1] if path and path[-1] != "template" else ""
+        templates.append(PodTemplate(where, metadata if isinstance(metadata, Mapping) else {}, spec))
+    return templates
+
+
+CONTAINER_FIELDS = ("initContainers", "containers", "ephemeralContainers")
+
+
+def containers(spec: Mapping[str, Any]) -> Iterator[tuple[str, Mapping[str, Any]]]:
+    """(label, container) for every container, init container and ephemeral container of a pod spec."""
+    for field in CONTAINER_FIELDS:
+        items = spec.get(field) or []
+        if not isinstance(items, list):
+            continue
+        for item in items:
+            if isinstance(item, Mapping):
+                kind = {"initContainers": "init container", "ephemeralContainers": "ephemeral container"}.get(
+                    field, "container"
+                )
+                yield f"{kind} {item.get('name', '?')!r}", item
+
+
+def where_prefix(template: PodTemplate) -> str:
+    return f"{template.where}: " if template.where else ""
