@@ -70,7 +70,10 @@ class SecureNamespaceArgs:
             )
         if not self.quota_hard:
             raise ValueError("quota_hard is empty: every namespace gets a ResourceQuota")
-        for what, limits in (("limit_default_request", self.limit_default_request), ("limit_default", self.limit_default)):
+        for what, limits in (
+            ("limit_default_request", self.limit_default_request),
+            ("limit_default", self.limit_default),
+        ):
             missing = {"cpu", "memory"} - set(limits)
             if missing:
                 raise ValueError(f"{what} must set {', '.join(sorted(missing))}")
@@ -96,7 +99,10 @@ class SecureNamespace(pulumi.ComponentResource):
 
         def labels(component: str, extra: Mapping[str, str] | None = None) -> dict[str, str]:
             return standard_labels(
-                name=args.name, instance=args.instance, component=component, extra={**args.extra_labels, **(extra or {})}
+                name=args.name,
+                instance=args.instance,
+                component=component,
+                extra={**args.extra_labels, **(extra or {})},
             )
 
         annotations = {"privatellm.io/purpose": args.purpose}
@@ -187,7 +193,9 @@ class SecureNamespace(pulumi.ComponentResource):
                     f"{name}-{role}",
                     metadata=meta(f"tenant-{role}", "rbac"),
                     role_ref=k8s.rbac.v1.RoleRefArgs(
-                        api_group="rbac.authorization.k8s.io", kind="ClusterRole", name=tenant_role_name(args.instance, role)
+                        api_group="rbac.authorization.k8s.io",
+                        kind="ClusterRole",
+                        name=tenant_role_name(args.instance, role),
                     ),
                     subjects=[
                         k8s.rbac.v1.SubjectArgs(kind="Group", api_group="rbac.authorization.k8s.io", name=group)
@@ -220,7 +228,11 @@ def tenant_role_rules() -> dict[str, list[k8s.rbac.v1.PolicyRuleArgs]]:
     status_read = ["pods", "services", "endpoints", "events", "resourcequotas", "limitranges"]
     return {
         "admin": [
-            _rule([""], ["pods", "services", "configmaps", "secrets", "persistentvolumeclaims", "serviceaccounts"], ALL_VERBS),
+            _rule(
+                [""],
+                ["pods", "services", "configmaps", "secrets", "persistentvolumeclaims", "serviceaccounts"],
+                ALL_VERBS,
+            ),
             _rule([""], ["pods/log", "endpoints", "events", "resourcequotas", "limitranges"], READ_VERBS),
             _rule([""], ["pods/exec", "pods/portforward"], ["get", "create"]),
             _rule(["apps"], workloads, ALL_VERBS),

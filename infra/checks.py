@@ -10,6 +10,7 @@ import asyncio
 import inspect
 import json
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,7 +25,7 @@ from pulumi_policy import (
 )
 
 from infra.config import FULL_PLATFORM_KEY, PlatformSpec, parse_platform
-from infra.offline import Recording, RecordedResource, StackConfig
+from infra.offline import RecordedResource, Recording, StackConfig
 from infra.schemas import CrdSchemas, is_builtin, validate_builtin
 from policies.base import Rule, exemption_for, namespace_of
 from policies.registry import RESOURCE_RULES, STACK_RULES, enforcement_of, policy_config
@@ -102,6 +103,20 @@ async def _wrap(awaitable: Any) -> None:
     await awaitable
 
 
+def _collector(messages: list[str]) -> Callable[[str, str | None], None]:
+    def report(message: str, urn: str | None = None) -> None:
+        messages.append(message)
+
+    return report
+
+
+def _pair_collector(violations: list[tuple[str, str | None]]) -> Callable[[str, str | None], None]:
+    def report(message: str, urn: str | None = None) -> None:
+        violations.append((message, urn))
+
+    return report
+
+
 def _level(policy: Any) -> str:
     level = enforcement_of(policy)
     return "mandatory" if level in (EnforcementLevel.MANDATORY, EnforcementLevel.REMEDIATE) else level.value
@@ -134,7 +149,7 @@ def run_resource_rules(
                 provider=None,
                 config=config,
             )
-            _await(rule.validate(args, lambda message, _urn=None: messages.append(message)))
+            _await(rule.validate(args, _collector(messages)))
             if messages:
                 results.extend(CheckResult(rule.name, resource.display(), level, False, m) for m in messages)
             else:
@@ -173,7 +188,7 @@ def run_stack_rules(recording: Recording, config: dict[str, Any]) -> list[CheckR
         level = _level(rule)
         violations: list[tuple[str, str | None]] = []
         args = StackValidationArgs(resources=resources, config=config)
-        _await(rule.validate(args, lambda message, urn=None: violations.append((message, urn))))
+        _await(rule.validate(args, _pair_collector(violations)))
         for message, urn in violations:
             target = by_urn[urn].display() if urn and urn in by_urn else f"stack/{recording.stack}"
             results.append(CheckResult(rule.name, target, level, False, message))

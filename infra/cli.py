@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sys
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
@@ -42,7 +42,7 @@ out = Console()
 err = Console(stderr=True)
 
 
-class OutputFormat(str, Enum):
+class OutputFormat(StrEnum):
     table = "table"
     json = "json"
 
@@ -95,7 +95,7 @@ def _summary_tables(recording: Recording) -> list[Table]:
         "Run the program offline under Pulumi mocks and write what it would build.\n\n"
         "Writes OUT/manifests/<namespace or _cluster>/<Kind>-<name>.yaml (one object per file), "
         "OUT/charts/<release>.yaml (each Helm chart's inputs) and OUT/resources.json (every resource, "
-        "secrets shown as \"[secret]\").\n\n"
+        'secrets shown as "[secret]").\n\n'
         "Example: private-llm render --stack dev --out build/dev"
     )
 )

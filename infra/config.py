@@ -477,8 +477,9 @@ def _plaintext_credentials(raw: Any, path: str) -> list[tuple[str, str]]:
                 found.append(
                     (
                         sub,
-                        f"{sub}: encrypted values inside {FULL_PLATFORM_KEY} are not supported; store it as its own key "
-                        f"with `pulumi config set --secret {CONFIG_NAMESPACE}:<name>` and reference it with "
+                        f"{sub}: encrypted values inside {FULL_PLATFORM_KEY} are not supported; "
+                        f"store it as its own key with `pulumi config set --secret {CONFIG_NAMESPACE}:<name>` "
+                        "and reference it with "
                         f"'{key.removesuffix('_secret')}_secret: <name>'",
                     )
                 )
@@ -492,7 +493,8 @@ def _plaintext_credentials(raw: Any, path: str) -> list[tuple[str, str]]:
                     (
                         sub,
                         f"{sub} holds a credential in plain text; store it with "
-                        f"`pulumi config set --secret {CONFIG_NAMESPACE}:<name>` and reference it as '<field>_secret: <name>'",
+                        f"`pulumi config set --secret {CONFIG_NAMESPACE}:<name>` and reference it as "
+                        "'<field>_secret: <name>'",
                     )
                 )
                 continue

@@ -219,7 +219,7 @@ class RecordingMonitor(mocks.MockMonitor):
         self.duplicates: list[str] = []
         self._seen: set[str] = set()
 
-    def RegisterResource(self, request: Any) -> Any:  # noqa: N802 (gRPC method name)
+    def RegisterResource(self, request: Any) -> Any:
         response = super().RegisterResource(request)
         if request.type == "pulumi:pulumi:Stack":
             return response

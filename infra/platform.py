@@ -140,9 +140,8 @@ def build_platform(spec: PlatformSpec) -> Platform:
             limits=spec.namespaces.limits_for(role),
             extra_labels={"privatellm.io/platform-role": role},
         )
-        platform.namespaces[ns.name] = build(
-            ns.name, "privatellm:baseline:SecureNamespace", lambda a=args, n=ns.name: SecureNamespace(n, a, opts=opts)
-        )
+        with building(ns.name, "privatellm:baseline:SecureNamespace"):
+            platform.namespaces[ns.name] = SecureNamespace(ns.name, args, opts=opts)
 
     for tenant in spec.tenants:
         ns_name = tenant.namespace_name
@@ -155,9 +154,8 @@ def build_platform(spec: PlatformSpec) -> Platform:
             role_bindings={role: tenant.groups.for_role(role) for role in TENANT_ROLES},
             extra_labels={"privatellm.io/tenant": tenant.name},
         )
-        platform.namespaces[ns_name] = build(
-            ns_name,
-            "privatellm:baseline:SecureNamespace",
-            lambda a=args, n=ns_name: SecureNamespace(n, a, opts=opts.merge(pulumi.ResourceOptions(depends_on=[roles]))),
-        )
+        with building(ns_name, "privatellm:baseline:SecureNamespace"):
+            platform.namespaces[ns_name] = SecureNamespace(
+                ns_name, args, opts=pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(depends_on=[roles]))
+            )
     return platform

@@ -158,7 +158,8 @@ class CrdSchemas:
         for error in sorted(validator.iter_errors(dict(obj)), key=lambda e: list(map(str, e.absolute_path))):
             where = _path(error.absolute_path)
             if error.validator == "additionalProperties" and isinstance(error.instance, Mapping):
-                allowed = set(error.schema.get("properties", {}))
+                schema = error.schema if isinstance(error.schema, Mapping) else {}
+                allowed = set(schema.get("properties", {}))
                 extra = sorted(k for k in error.instance if k not in allowed)
                 problems.append(
                     f"{where}: field(s) {', '.join(extra)} not declared in the CRD schema; the API server would "

@@ -117,11 +117,19 @@ def _pod_rule(
 
 
 def host_namespaces(t: PodTemplate, _minor: int) -> list[str]:
-    return [f"spec.{f} is true; pods must not share the node's namespaces" for f in ("hostNetwork", "hostPID", "hostIPC") if t.spec.get(f) is True]
+    return [
+        f"spec.{f} is true; pods must not share the node's namespaces"
+        for f in ("hostNetwork", "hostPID", "hostIPC")
+        if t.spec.get(f) is True
+    ]
 
 
 def privileged(t: PodTemplate, _minor: int) -> list[str]:
-    return [f"{label} sets securityContext.privileged=true" for label, c in containers(t.spec) if _sc(c).get("privileged") is True]
+    return [
+        f"{label} sets securityContext.privileged=true"
+        for label, c in containers(t.spec)
+        if _sc(c).get("privileged") is True
+    ]
 
 
 def _added_capabilities(c: Mapping[str, Any]) -> list[str]:
@@ -140,16 +148,20 @@ def capabilities_baseline(t: PodTemplate, _minor: int) -> list[str]:
 
 
 def host_path_volumes(t: PodTemplate, _minor: int) -> list[str]:
-    bad = [str(v.get("name")) for v in t.spec.get("volumes") or [] if isinstance(v, Mapping) and v.get("hostPath") is not None]
+    bad = [
+        str(v.get("name"))
+        for v in t.spec.get("volumes") or []
+        if isinstance(v, Mapping) and v.get("hostPath") is not None
+    ]
     return [f"volumes {', '.join(bad)} mount host paths"] if bad else []
 
 
 def host_ports(t: PodTemplate, _minor: int) -> list[str]:
     out = []
     for label, c in containers(t.spec):
-        ports = [p.get("hostPort") for p in c.get("ports") or [] if isinstance(p, Mapping) and p.get("hostPort")]
+        ports = [str(p.get("hostPort")) for p in c.get("ports") or [] if isinstance(p, Mapping) and p.get("hostPort")]
         if ports:
-            out.append(f"{label} binds host ports {', '.join(str(int(p)) for p in ports)}")
+            out.append(f"{label} binds host ports {', '.join(ports)}")
     return out
 
 
@@ -164,7 +176,9 @@ def apparmor(t: PodTemplate, _minor: int) -> list[str]:
     out = []
     annotations = t.metadata.get("annotations") or {}
     for key, value in annotations.items() if isinstance(annotations, Mapping) else []:
-        if key.startswith(APPARMOR_ANNOTATION) and not (value == "runtime/default" or str(value).startswith("localhost/")):
+        if key.startswith(APPARMOR_ANNOTATION) and not (
+            value == "runtime/default" or str(value).startswith("localhost/")
+        ):
             out.append(f"annotation {key}={value!r} disables AppArmor; use runtime/default or localhost/<profile>")
     if not _apparmor_field_ok(_sc(t.spec)):
         out.append("spec.securityContext.appArmorProfile.type must be RuntimeDefault or Localhost")
@@ -247,7 +261,9 @@ def _host_process(sc: Mapping[str, Any]) -> bool:
 def windows_host_process(t: PodTemplate, _minor: int) -> list[str]:
     out = ["spec.securityContext.windowsOptions.hostProcess is true"] if _host_process(_sc(t.spec)) else []
     out.extend(
-        f"{label} securityContext.windowsOptions.hostProcess is true" for label, c in containers(t.spec) if _host_process(_sc(c))
+        f"{label} securityContext.windowsOptions.hostProcess is true"
+        for label, c in containers(t.spec)
+        if _host_process(_sc(c))
     )
     return out
 
@@ -322,7 +338,11 @@ def run_as_user(t: PodTemplate, _minor: int) -> list[str]:
     out = []
     if _sc(t.spec).get("runAsUser") == 0:
         out.append("spec.securityContext.runAsUser is 0 (root)")
-    out.extend(f"{label} sets securityContext.runAsUser=0 (root)" for label, c in containers(t.spec) if _sc(c).get("runAsUser") == 0)
+    out.extend(
+        f"{label} sets securityContext.runAsUser=0 (root)"
+        for label, c in containers(t.spec)
+        if _sc(c).get("runAsUser") == 0
+    )
     return out
 
 
@@ -448,7 +468,8 @@ POD_SECURITY_RULES: list[Rule] = [
         "restricted-volumes",
         "The restricted level allows only volume types that cannot reach node or network storage directly.",
         restricted_volumes,
-        "Use only configMap, csi, downwardAPI, emptyDir, ephemeral, persistentVolumeClaim, projected or secret volumes.",
+        "Use only configMap, csi, downwardAPI, emptyDir, ephemeral, persistentVolumeClaim, projected or secret "
+        "volumes.",
     ),
     _pod_rule(
         "allow-privilege-escalation",

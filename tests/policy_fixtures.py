@@ -1,0 +1,102 @@
+"""Resource fixtures for policy tests: a compliant pod template, wrapped into every pod-bearing kind."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from pulumi_policy import PolicyCustomTimeouts, PolicyResourceOptions, ResourceValidationArgs
+
+from policies.base import Rule
+from policies.registry import policy_config
+
+
+def good_container(name: str = "app") -> dict[str, Any]:
+    return {
+        "name": name,
+        "image": "harbor.example.internal/platform/app:1.0.0",
+        "securityContext": {
+            "allowPrivilegeEscalation": False,
+            "capabilities": {"drop": ["ALL"]},
+            "readOnlyRootFilesystem": True,
+        },
+        "resources": {"requests": {"cpu": "100m", "memory": "128Mi"}, "limits": {"cpu": "1", "memory": "1Gi"}},
+    }
+
+
+def good_template() -> dict[str, Any]:
+    return {
+        "metadata": {"labels": {"app": "demo"}},
+        "spec": {
+            "securityContext": {"runAsNonRoot": True, "runAsUser": 10001, "seccompProfile": {"type": "RuntimeDefault"}},
+            "initContainers": [good_container("init")],
+            "containers": [good_container()],
+            "volumes": [{"name": "tmp", "emptyDir": {}}],
+        },
+    }
+
+
+def _meta(kind: str) -> dict[str, Any]:
+    return {"name": f"demo-{kind.lower()}", "namespace": "tenant-demo"}
+
+
+def wrap(kind: str, template: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
+    """(resource type, props) of a `kind` carrying `template` (both LeaderWorkerSet templates get it)."""
+    t = copy.deepcopy(dict(template))
+    if kind == "Pod":
+        return "kubernetes:core/v1:Pod", {"apiVersion": "v1", "kind": "Pod", "metadata": {**_meta(kind), **t["metadata"]}, "spec": t["spec"]}
+    if kind == "CronJob":
+        return "kubernetes:batch/v1:CronJob", {
+            "apiVersion": "batch/v1",
+            "kind": kind,
+            "metadata": _meta(kind),
+            "spec": {"schedule": "0 * * * *", "jobTemplate": {"spec": {"template": t}}},
+        }
+    if kind == "LeaderWorkerSet":
+        return "kubernetes:leaderworkerset.x-k8s.io/v1:LeaderWorkerSet", {
+            "apiVersion": "leaderworkerset.x-k8s.io/v1",
+            "kind": kind,
+            "metadata": _meta(kind),
+            "spec": {"leaderWorkerTemplate": {"size": 2, "leaderTemplate": t, "workerTemplate": copy.deepcopy(t)}},
+        }
+    group = {"Job": "batch/v1"}.get(kind, "apps/v1")
+    return f"kubernetes:{group}:{kind}", {
+        "apiVersion": group,
+        "kind": kind,
+        "metadata": _meta(kind),
+        "spec": {"selector": {"matchLabels": {"app": "demo"}}, "template": t},
+    }
+
+
+POD_KINDS = ["Pod", "Deployment", "StatefulSet", "DaemonSet", "ReplicaSet", "Job", "CronJob", "LeaderWorkerSet"]
+
+
+def violations(
+    rule: Rule,
+    resource_type: str,
+    props: Mapping[str, Any],
+    kubernetes_version: str = "1.31",
+    exempt: dict[str, str] | None = None,
+) -> list[str]:
+    found: list[str] = []
+    args = ResourceValidationArgs(
+        resource_type=resource_type,
+        props=props,
+        urn=f"urn:pulumi:test::private-llm::{resource_type}::fixture",
+        name="fixture",
+        opts=PolicyResourceOptions(False, [], None, [], PolicyCustomTimeouts(0, 0, 0), [], None),
+        provider=None,
+        config=policy_config(kubernetes_version, exempt),
+    )
+    rule.validate(args, lambda message, urn=None: found.append(message))
+    return found
+
+
+Mutation = Callable[[dict[str, Any]], None]
+
+
+def mutated(mutation: Mutation) -> dict[str, Any]:
+    template = good_template()
+    mutation(template)
+    return template
