@@ -47,6 +47,29 @@ RESTRICTED_ADD_CAPABILITIES = frozenset({"NET_BIND_SERVICE"})
 RESTRICTED_VOLUME_SOURCES = frozenset(
     {"configMap", "csi", "downwardAPI", "emptyDir", "ephemeral", "persistentVolumeClaim", "projected", "secret"}
 )
+# Image volumes are allowed by the restricted level from Kubernetes 1.33 (API servers before it reject them).
+IMAGE_VOLUME_SINCE = 33
+# Upstream check ids (k8s.io/pod-security-admission/policy), for reports that cite them.
+UPSTREAM_IDS = {
+    "host-namespaces": "hostNamespaces",
+    "privileged": "privileged",
+    "capabilities-baseline": "capabilities_baseline",
+    "host-path-volumes": "hostPathVolumes",
+    "host-ports": "hostPorts",
+    "apparmor": "appArmorProfile",
+    "selinux": "seLinuxOptions",
+    "proc-mount": "procMount",
+    "seccomp-baseline": "seccompProfile_baseline",
+    "sysctls": "sysctls",
+    "windows-host-process": "windowsHostProcess",
+    "host-probes-and-lifecycle": "hostProbesAndHostLifecycle",
+    "restricted-volumes": "restrictedVolumes",
+    "allow-privilege-escalation": "allowPrivilegeEscalation",
+    "run-as-non-root": "runAsNonRoot",
+    "run-as-user": "runAsUser",
+    "seccomp-restricted": "seccompProfile_restricted",
+    "capabilities-restricted": "capabilities_restricted",
+}
 SELINUX_TYPES = frozenset({"", "container_t", "container_init_t", "container_kvm_t"})
 SAFE_SYSCTLS: tuple[tuple[int, frozenset[str]], ...] = (
     (
@@ -74,10 +97,23 @@ SAFE_SYSCTLS: tuple[tuple[int, frozenset[str]], ...] = (
         ),
     ),
     (32, frozenset({"net.ipv4.tcp_rmem", "net.ipv4.tcp_wmem"})),
+    # Added for policy version 1.37 (not yet in a stable Kubernetes release when written).
+    (37, frozenset({"net.ipv4.tcp_slow_start_after_idle", "net.ipv4.tcp_notsent_lowat"})),
 )
 APPARMOR_ANNOTATION = "container.apparmor.security.beta.kubernetes.io/"
 
 PodCheck = Callable[[PodTemplate, int], list[str]]
+
+
+def _windows(t: PodTemplate) -> bool:
+    """Windows pods are exempt from the Linux-only restricted checks (PSA, policy version 1.25+)."""
+    os_spec = t.spec.get("os")
+    return isinstance(os_spec, Mapping) and os_spec.get("name") == "windows"
+
+
+def _user_namespaced(t: PodTemplate, minor: int) -> bool:
+    """Pods with hostUsers: false relax runAsNonRoot/runAsUser from policy version 1.35 (user namespaces)."""
+    return minor >= 35 and t.spec.get("hostUsers") is False
 
 
 def _sc(obj: Mapping[str, Any]) -> Mapping[str, Any]:
@@ -105,7 +141,7 @@ def _pod_rule(
         description=description,
         check=run,
         resource_types=POD_TYPES,
-        standards=(pss(check_id), *standards),
+        standards=(pss(UPSTREAM_IDS[check_id]), *standards),
         remediation=remediation,
         severity=severity,
     )
@@ -177,7 +213,7 @@ def apparmor(t: PodTemplate, _minor: int) -> list[str]:
     annotations = t.metadata.get("annotations") or {}
     for key, value in annotations.items() if isinstance(annotations, Mapping) else []:
         if key.startswith(APPARMOR_ANNOTATION) and not (
-            value == "runtime/default" or str(value).startswith("localhost/")
+            value in ("", "runtime/default") or str(value).startswith("localhost/")
         ):
             out.append(f"annotation {key}={value!r} disables AppArmor; use runtime/default or localhost/<profile>")
     if not _apparmor_field_ok(_sc(t.spec)):
@@ -193,7 +229,7 @@ def _selinux_problem(sc: Mapping[str, Any], minor: int) -> str | None:
     if not isinstance(opts, Mapping):
         return None
     allowed = SELINUX_TYPES | ({"container_engine_t"} if minor >= 31 else set())
-    if opts.get("type", "") not in allowed:
+    if (opts.get("type") or "") not in allowed:
         names = ", ".join(sorted(name or "(empty)" for name in allowed))
         return f"seLinuxOptions.type {opts.get('type')!r} is not one of {names}"
     if opts.get("user") or opts.get("role"):
@@ -214,6 +250,8 @@ def selinux(t: PodTemplate, minor: int) -> list[str]:
 
 
 def proc_mount(t: PodTemplate, _minor: int) -> list[str]:
+    # Restricted never relaxes procMount for user-namespaced pods (procMount_restricted, 1.35+); only baseline
+    # does. This pack enforces restricted, so the unrelaxed check applies at every version.
     return [
         f"{label} sets securityContext.procMount={_sc(c).get('procMount')!r}; only Default is allowed"
         for label, c in containers(t.spec)
@@ -300,19 +338,23 @@ def host_probes_and_lifecycle(t: PodTemplate, minor: int) -> list[str]:
 # --------------------------------------------------------------------------------------------------------------
 
 
-def restricted_volumes(t: PodTemplate, _minor: int) -> list[str]:
+def restricted_volumes(t: PodTemplate, minor: int) -> list[str]:
+    allowed = RESTRICTED_VOLUME_SOURCES | ({"image"} if minor >= IMAGE_VOLUME_SINCE else set())
     out = []
     for v in t.spec.get("volumes") or []:
         if not isinstance(v, Mapping):
             continue
+        # A volume without a source is defaulted to emptyDir by the API server.
         sources = {k for k, val in v.items() if k != "name" and val is not None}
-        if not sources or not sources <= RESTRICTED_VOLUME_SOURCES:
-            kinds = ", ".join(sorted(sources - RESTRICTED_VOLUME_SOURCES)) or "no source"
+        if not sources <= allowed:
+            kinds = ", ".join(sorted(sources - allowed))
             out.append(f"volume {v.get('name')!r} uses restricted volume type {kinds}")
     return out
 
 
 def allow_privilege_escalation(t: PodTemplate, _minor: int) -> list[str]:
+    if _windows(t):
+        return []
     return [
         f"{label} must set securityContext.allowPrivilegeEscalation=false"
         for label, c in containers(t.spec)
@@ -320,7 +362,9 @@ def allow_privilege_escalation(t: PodTemplate, _minor: int) -> list[str]:
     ]
 
 
-def run_as_non_root(t: PodTemplate, _minor: int) -> list[str]:
+def run_as_non_root(t: PodTemplate, minor: int) -> list[str]:
+    if _user_namespaced(t, minor):
+        return []
     pod_value = _sc(t.spec).get("runAsNonRoot")
     out = []
     if pod_value is False:
@@ -334,7 +378,9 @@ def run_as_non_root(t: PodTemplate, _minor: int) -> list[str]:
     return out
 
 
-def run_as_user(t: PodTemplate, _minor: int) -> list[str]:
+def run_as_user(t: PodTemplate, minor: int) -> list[str]:
+    if _user_namespaced(t, minor):
+        return []
     out = []
     if _sc(t.spec).get("runAsUser") == 0:
         out.append("spec.securityContext.runAsUser is 0 (root)")
@@ -347,6 +393,8 @@ def run_as_user(t: PodTemplate, _minor: int) -> list[str]:
 
 
 def seccomp_restricted(t: PodTemplate, _minor: int) -> list[str]:
+    if _windows(t):
+        return []
     allowed = ("RuntimeDefault", "Localhost")
     pod_type = _seccomp_type(_sc(t.spec))
     out = []
@@ -362,6 +410,8 @@ def seccomp_restricted(t: PodTemplate, _minor: int) -> list[str]:
 
 
 def capabilities_restricted(t: PodTemplate, _minor: int) -> list[str]:
+    if _windows(t):
+        return []
     out = []
     for label, c in containers(t.spec):
         caps = _sc(c).get("capabilities")

@@ -45,7 +45,12 @@ def wrap(kind: str, template: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
     """(resource type, props) of a `kind` carrying `template` (both LeaderWorkerSet templates get it)."""
     t = copy.deepcopy(dict(template))
     if kind == "Pod":
-        return "kubernetes:core/v1:Pod", {"apiVersion": "v1", "kind": "Pod", "metadata": {**_meta(kind), **t["metadata"]}, "spec": t["spec"]}
+        return "kubernetes:core/v1:Pod", {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {**_meta(kind), **t["metadata"]},
+            "spec": t["spec"],
+        }
     if kind == "CronJob":
         return "kubernetes:batch/v1:CronJob", {
             "apiVersion": "batch/v1",
