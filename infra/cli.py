@@ -10,6 +10,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from infra.checks import CheckReport, check_recording, spec_of
 from infra.config import StackConfigError
@@ -42,6 +43,12 @@ out = Console()
 err = Console(stderr=True)
 
 
+def fail(message: str, code: int = 2) -> typer.Exit:
+    """Print one error (never wrapped, so it can be searched for in CI logs) and return the exit to raise."""
+    err.print(Text("error: ", style="bold red") + Text(message), soft_wrap=True, highlight=False)
+    return typer.Exit(code)
+
+
 class OutputFormat(StrEnum):
     table = "table"
     json = "json"
@@ -66,14 +73,9 @@ def _render(stack: str, project_dir: Path | None, quiet: bool = False) -> tuple[
         return recording, config
     except OfflineError as exc:
         cause = exc.__cause__
-        if isinstance(cause, StackConfigError):
-            err.print(f"[bold red]error:[/] {cause}", highlight=False, markup=False)
-        else:
-            err.print(f"[bold red]error:[/] {exc}", highlight=False)
-        raise typer.Exit(2) from None
+        raise fail(str(cause) if isinstance(cause, StackConfigError) else str(exc)) from None
     except FileNotFoundError as exc:
-        err.print(f"[bold red]error:[/] {exc}", highlight=False)
-        raise typer.Exit(2) from None
+        raise fail(str(exc)) from None
 
 
 def _summary_tables(recording: Recording) -> list[Table]:
@@ -166,8 +168,7 @@ def check(
     project_dir: ProjectOption = None,
 ) -> None:
     if crd_schemas is not None and not crd_schemas.is_dir():
-        err.print(f"[bold red]error:[/] --crd-schemas {crd_schemas} is not a folder")
-        raise typer.Exit(2)
+        raise fail(f"--crd-schemas {crd_schemas} is not a folder")
     recording, config = _render(stack, project_dir, quiet=output_format == OutputFormat.json)
     if out_dir is not None:
         write_render(recording, out_dir)

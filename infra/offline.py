@@ -233,9 +233,9 @@ class RecordingMonitor(mocks.MockMonitor):
             "protect": bool(request.protect),
             "retainOnDelete": bool(request.retainOnDelete),
             "deleteBeforeReplace": bool(request.deleteBeforeReplace),
-            "ignoreChanges": list(request.ignoreChanges),
-            "additionalSecretOutputs": list(request.additionalSecretOutputs),
-            "dependsOn": list(request.dependencies),
+            "ignoreChanges": sorted(request.ignoreChanges),
+            "additionalSecretOutputs": sorted(request.additionalSecretOutputs),
+            "dependsOn": sorted(request.dependencies),  # the engine keeps no order
         }
         self.records.append(
             RecordedResource(
@@ -473,6 +473,7 @@ def write_render(recording: Recording, out_dir: Path) -> RenderResult:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(dump_yaml(resource.manifest()))
         written.append(path)
+    charts_dir.mkdir(parents=True, exist_ok=True)
     charts: list[Path] = []
     for resource in recording.charts():
         doc = chart_document(resource)
