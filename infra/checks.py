@@ -50,6 +50,8 @@ class CheckReport:
     kubernetes_version: str
     results: list[CheckResult] = field(default_factory=list)
     resources: int = 0
+    policies: list[tuple[str, str]] = field(default_factory=list)
+    """(policy id, level) of every policy that ran, including those no resource of the stack was subject to."""
 
     @property
     def failures(self) -> list[CheckResult]:
@@ -74,7 +76,7 @@ class CheckReport:
             "passed": sum(1 for r in self.results if r.passed),
             "failedMandatory": failed.get("mandatory", 0),
             "failedAdvisory": failed.get("advisory", 0),
-            "policies": sorted({r.policy for r in self.results}),
+            "policies": sorted({name for name, _ in self.policies} | {r.policy for r in self.results}),
             "ok": self.ok,
         }
 
@@ -240,6 +242,8 @@ def check_recording(recording: Recording, spec: PlatformSpec, crd_dir: Path | No
         kubernetes_version=version,
         resources=sum(1 for r in recording.resources if r.custom),
     )
+    report.policies = [(p.name, _level(p)) for p in [*RESOURCE_RULES, *STACK_RULES]]
+    report.policies += [(SCHEMA_POLICY, "mandatory"), (CRD_POLICY, "mandatory")]
     report.results.extend(run_resource_rules(recording, config))
     report.results.extend(run_stack_rules(recording, config))
     report.results.extend(validate_schemas(recording, version, crd_dir))

@@ -112,7 +112,8 @@ def render(
         out.print(table)
     out.print(
         f"Rendered stack [bold]{stack}[/]: {len(result.manifests)} Kubernetes objects, {len(result.charts)} charts, "
-        f"{len(recording.resources)} resources → {out_dir}"
+        f"{len(recording.resources)} resources → {out_dir}",
+        soft_wrap=True,
     )
 
 
@@ -133,8 +134,8 @@ def _policy_table(report: CheckReport) -> Table:
     table.add_column("Level")
     table.add_column("Checked", justify="right")
     table.add_column("Failed", justify="right")
-    per: dict[str, list[int]] = {}
-    levels: dict[str, str] = {}
+    per: dict[str, list[int]] = {name: [0, 0] for name, _ in report.policies}
+    levels: dict[str, str] = dict(report.policies)
     for r in report.results:
         counts = per.setdefault(r.policy, [0, 0])
         counts[0] += 1
@@ -142,7 +143,8 @@ def _policy_table(report: CheckReport) -> Table:
         levels[r.policy] = r.level
     for policy, (checked, failed) in sorted(per.items()):
         style = "red" if failed and levels[policy] == "mandatory" else ("yellow" if failed else "green")
-        table.add_row(policy, levels[policy], str(checked), f"[{style}]{failed}[/]")
+        shown = f"[{style}]{failed}[/]" if checked else "[dim]not applicable[/]"
+        table.add_row(policy, levels[policy], str(checked), shown)
     return table
 
 
@@ -185,7 +187,8 @@ def check(
         out.print(
             f"{verdict} stack [bold]{stack}[/] (profile {s['profile']}, Kubernetes {s['kubernetesVersion']}): "
             f"{s['resources']} resources, {s['results']} results, {s['failedMandatory']} mandatory and "
-            f"{s['failedAdvisory']} advisory failures"
+            f"{s['failedAdvisory']} advisory failures",
+            soft_wrap=True,
         )
     if not report.ok:
         raise typer.Exit(1)
