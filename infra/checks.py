@@ -203,7 +203,8 @@ def validate_schemas(recording: Recording, kubernetes_version: str, crd_dir: Pat
     results: list[CheckResult] = []
     crds = CrdSchemas(crd_dir) if crd_dir is not None else None
     for resource in recording.kubernetes_objects():
-        obj = resource.manifest()
+        # Validate the object with its (offline placeholder) secret values, not the masked file form.
+        obj = resource.inputs
         if is_builtin(obj):
             problems = validate_builtin(obj, kubernetes_version)
             policy = SCHEMA_POLICY

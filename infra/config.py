@@ -11,9 +11,12 @@ was set with `pulumi config set --secret`; `resolve_secret_refs` checks that eac
 from __future__ import annotations
 
 import difflib
+import ipaddress
 import json
 import re
 from collections.abc import Callable, Iterable, Mapping
+from contextvars import ContextVar
+from pathlib import Path
 from decimal import Decimal
 from typing import Annotated, Any, Literal
 
@@ -46,6 +49,27 @@ _CREDENTIAL_KEY = re.compile(
 _CREDENTIAL_VALUE = re.compile(
     r"(-----BEGIN [A-Z ]*PRIVATE KEY-----|client-key-data:|\btoken:\s*\S{16,}|AKIA[0-9A-Z]{16})"
 )
+
+
+_PROJECT_DIR: ContextVar[Path | None] = ContextVar("privatellm_project_dir", default=None)
+
+
+def set_project_dir(path: Path | None) -> None:
+    """Where relative paths of a stack file (config_path, manifest_file) are resolved; set by the offline engine."""
+    _PROJECT_DIR.set(path)
+
+
+def project_dir() -> Path:
+    """The folder holding Pulumi.yaml: the one set explicitly, else the working directory or above, else this
+    checkout."""
+    explicit = _PROJECT_DIR.get()
+    if explicit is not None:
+        return explicit
+    here = Path.cwd().resolve()
+    for folder in (here, *here.parents):
+        if (folder / "Pulumi.yaml").is_file():
+            return folder
+    return Path(__file__).resolve().parent.parent
 
 
 class StackConfigError(pulumi.RunError):
@@ -147,6 +171,10 @@ class DnsSpec(StrictModel):
 
 class ClusterSpec(StrictModel):
     """The target cluster. Credentials come from a kubeconfig path on the deploy host or a secure config key."""
+
+    # Where the API server is reachable from pods (controllers and webhooks); narrow it to the control plane.
+    api_server_cidrs: list[str] = Field(default_factory=lambda: ["0.0.0.0/0"], min_length=1)
+    api_server_ports: list[Annotated[int, Field(ge=1, le=65535)]] = Field(default_factory=lambda: [443, 6443])
 
     kubernetes_version: KubernetesVersion = DEFAULT_KUBERNETES_VERSION
     kubeconfig_path: str | None = None
@@ -277,6 +305,7 @@ class PlatformNamespaces(StrictModel):
     pki: PlatformNamespaceSpec = _ns("llm-pki")
     monitoring: PlatformNamespaceSpec = _ns("llm-monitoring")
     logging: PlatformNamespaceSpec = _ns("llm-logging")
+    operators: PlatformNamespaceSpec = _ns("llm-operators")
 
     def items(self) -> list[tuple[str, PlatformNamespaceSpec]]:
         return [(role, getattr(self, role)) for role in type(self).model_fields]
@@ -327,6 +356,208 @@ class TenantSpec(StrictModel):
         return self
 
 
+# --------------------------------------------------------------------------------------------------------------
+# GPU node pools (the scheduling contract the inference components consume)
+# --------------------------------------------------------------------------------------------------------------
+
+POOL_LABEL = "privatellm.io/gpu-pool"
+
+
+class TolerationSpec(StrictModel):
+    key: str
+    operator: Literal["Equal", "Exists"] = "Equal"
+    value: str | None = None
+    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] = "NoSchedule"
+
+
+class GpuPoolSpec(StrictModel):
+    """A pool of identical GPU nodes. Pods land on it through its node selector and tolerations."""
+
+    name: Annotated[DnsLabel, Field(max_length=40)]
+    gpu: str
+    gpus_per_node: Annotated[int, Field(ge=1, le=16)]
+    nodes: Annotated[int, Field(ge=1)]
+    node_selector: dict[str, str] | None = None
+    tolerations: list[TolerationSpec] | None = None
+    gpu_resource: str = "nvidia.com/gpu"
+
+    @property
+    def selector(self) -> dict[str, str]:
+        return dict(self.node_selector) if self.node_selector is not None else {POOL_LABEL: self.name}
+
+    @property
+    def pool_tolerations(self) -> list[TolerationSpec]:
+        if self.tolerations is not None:
+            return list(self.tolerations)
+        return [TolerationSpec(key=POOL_LABEL, operator="Equal", value=self.name, effect="NoSchedule")]
+
+    @property
+    def total_gpus(self) -> int:
+        return self.gpus_per_node * self.nodes
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Registry (every image is pulled through the customer's registry)
+# --------------------------------------------------------------------------------------------------------------
+
+_HOST = re.compile(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?(:[0-9]{1,5})?$")
+
+
+def _registry_host(value: str) -> str:
+    if not _HOST.match(value) or value in ("docker.io", "registry-1.docker.io", "index.docker.io"):
+        raise ValueError("must be your own registry's host name (and optional port), e.g. harbor.bank.internal")
+    return value
+
+
+class RegistrySpec(StrictModel):
+    host: Annotated[str, AfterValidator(_registry_host)]
+    platform_project: DnsLabel = "platform"
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Models (vLLM deployments)
+# --------------------------------------------------------------------------------------------------------------
+
+Quantization = Literal["fp8", "int8", "awq", "gptq"]
+KvCacheDtype = Literal["auto", "fp8", "fp8_e4m3", "fp8_e5m2"]
+
+
+def _cidr(value: str) -> str:
+    try:
+        ipaddress.ip_network(value, strict=False)
+    except ValueError:
+        raise ValueError("is not an IP network in CIDR notation, e.g. 10.20.0.0/24") from None
+    return value
+
+
+class ModelStorageSpec(StrictModel):
+    """Where the weights live: a PVC cache (default) or S3-compatible object storage streamed by Run:ai."""
+
+    type: Literal["pvc", "s3"] = "pvc"
+    # pvc
+    existing_claim: DnsLabel | None = None
+    size: Quantity | None = None
+    storage_class: str | None = None
+    access_mode: Literal["ReadOnlyMany", "ReadWriteOnce", "ReadWriteMany"] = "ReadOnlyMany"
+    path: str | None = None
+    # s3
+    endpoint: str | None = None
+    bucket: str | None = None
+    prefix: str | None = None
+    region: str = "us-east-1"
+    access_key_id_secret: SecretRef | None = None
+    secret_access_key_secret: SecretRef | None = None
+    egress_cidrs: list[Annotated[str, AfterValidator(_cidr)]] = Field(default_factory=list)
+    # both: sustained read bandwidth, used to size the startup probe
+    bandwidth_gbps: Annotated[float, Field(gt=0)] | None = None
+
+    @model_validator(mode="after")
+    def _complete(self) -> ModelStorageSpec:
+        if self.type == "s3":
+            missing = [
+                f
+                for f in ("endpoint", "bucket", "access_key_id_secret", "secret_access_key_secret", "egress_cidrs")
+                if not getattr(self, f)
+            ]
+            if missing:
+                raise ValueError(f"type: s3 needs {', '.join(missing)}")
+            if self.endpoint and not self.endpoint.startswith("https://"):
+                raise ValueError(f"endpoint={self.endpoint!r} must be an https:// URL (weights never travel in clear)")
+            pvc_only = [f for f in ("existing_claim", "size", "storage_class") if getattr(self, f)]
+            if pvc_only:
+                raise ValueError(f"{', '.join(pvc_only)} only apply to type: pvc")
+        else:
+            s3_only = [
+                f
+                for f in (
+                    "endpoint",
+                    "bucket",
+                    "prefix",
+                    "access_key_id_secret",
+                    "secret_access_key_secret",
+                    "egress_cidrs",
+                )
+                if getattr(self, f)
+            ]
+            if s3_only:
+                raise ValueError(f"{', '.join(s3_only)} only apply to type: s3")
+            if self.path is not None and (self.path.startswith("/") or ".." in self.path.split("/")):
+                raise ValueError(f"path={self.path!r} must be relative to the volume (no leading '/', no '..')")
+        return self
+
+
+class IntegritySpec(StrictModel):
+    """SHA-256 of every weight file, checked by an init container before the server starts."""
+
+    manifest_file: str | None = None
+    sha256: dict[str, Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]] | None = None
+
+    @model_validator(mode="after")
+    def _one_source(self) -> IntegritySpec:
+        if bool(self.manifest_file) == bool(self.sha256):
+            raise ValueError("give exactly one of manifest_file (a sha256sum file in the repository) or sha256 (a map)")
+        return self
+
+
+class AutoscalingSpec(StrictModel):
+    """KEDA scaling on queued requests (`vllm:num_requests_waiting`), never on CPU."""
+
+    enabled: bool = False
+    min_replicas: Annotated[int, Field(ge=0)] | None = None
+    max_replicas: Annotated[int, Field(ge=1)] | None = None
+    waiting_threshold: Annotated[int, Field(ge=1)] = 5
+
+
+class ModelDeploymentSpec(StrictModel):
+    """One served model: what to serve, where, how big, and how it is stored and verified."""
+
+    name: Annotated[DnsLabel, Field(max_length=40)]
+    model: str | None = None
+    config_path: str | None = None
+    served_model_name: str | None = None
+    pool: DnsLabel
+    max_model_len: Annotated[int, Field(ge=256)] | None = None
+    target_concurrency: Annotated[int, Field(ge=1)] = 1
+    quantization: Quantization | None = None
+    kv_cache_dtype: KvCacheDtype = "auto"
+    gpu_memory_utilization: Annotated[float, Field(ge=0.5, le=0.98)] = 0.92
+    tensor_parallel_size: Annotated[int, Field(ge=1)] | None = None
+    pipeline_parallel_size: Annotated[int, Field(ge=1)] | None = None
+    replicas: Annotated[int, Field(ge=1)] | None = None
+    max_num_seqs: Annotated[int, Field(ge=1)] | None = None
+    prefix_caching: bool = True
+    trust_remote_code: bool = False
+    extra_args: list[str] = Field(default_factory=list)
+    storage: ModelStorageSpec = Field(default_factory=ModelStorageSpec)
+    integrity: IntegritySpec | None = None
+    autoscaling: AutoscalingSpec = Field(default_factory=AutoscalingSpec)
+    priority_class: DnsLabel | None = None
+
+    @model_validator(mode="after")
+    def _model_source(self) -> ModelDeploymentSpec:
+        if not self.model and not self.config_path:
+            raise ValueError("give model (a catalog name such as Llama-3.1-8B) or config_path (a config.json)")
+        return self
+
+    @property
+    def served_name(self) -> str:
+        return self.served_model_name or self.name
+
+
+class BenchmarkSpec(StrictModel):
+    """An optional `vllm bench serve` Job per model, results as JSON in the job log."""
+
+    enabled: bool = False
+    concurrency: list[Annotated[int, Field(ge=1)]] = Field(default_factory=lambda: [1, 8, 32])
+    num_prompts: Annotated[int, Field(ge=1)] = 200
+    input_len: Annotated[int, Field(ge=1)] = 1024
+    output_len: Annotated[int, Field(ge=1)] = 256
+
+
+class InferenceSpec(StrictModel):
+    benchmark: BenchmarkSpec = Field(default_factory=BenchmarkSpec)
+
+
 class PlatformSpec(StrictModel):
     """The whole platform one stack file describes."""
 
@@ -335,6 +566,13 @@ class PlatformSpec(StrictModel):
     cluster: ClusterSpec = Field(default_factory=ClusterSpec)
     namespaces: PlatformNamespaces = Field(default_factory=PlatformNamespaces)
     tenants: list[TenantSpec] = Field(default_factory=list)
+    registry: RegistrySpec | None = None
+    node_pools: list[GpuPoolSpec] = Field(default_factory=list)
+    models: list[ModelDeploymentSpec] = Field(default_factory=list)
+    inference: InferenceSpec = Field(default_factory=InferenceSpec)
+
+    def pool(self, name: str) -> GpuPoolSpec:
+        return next(p for p in self.node_pools if p.name == name)
 
     @model_validator(mode="after")
     def _unique_names(self) -> PlatformSpec:

@@ -24,6 +24,7 @@ from pulumi.runtime import mocks, rpc
 from pulumi.runtime.stack import run_pulumi_func
 from pulumi.runtime.sync_await import _sync_await
 
+from infra.config import set_project_dir
 from infra.platform import ComponentBuildError
 
 PROJECT = "private-llm"
@@ -289,6 +290,7 @@ class StackConfig:
     values: dict[str, str]
     secret_keys: list[str]
     source: Path | None = None
+    project_dir: Path | None = None
 
 
 def load_stack_config(project_dir: Path, stack: str) -> StackConfig:
@@ -302,10 +304,12 @@ def load_stack_config(project_dir: Path, stack: str) -> StackConfig:
         raise OfflineError(stack, f"{path} is not valid YAML: {exc}") from None
     if not isinstance(document, dict):
         raise OfflineError(stack, f"{path} must be a mapping with a `config:` key")
-    return config_from_mapping(stack, document.get("config") or {}, path)
+    return config_from_mapping(stack, document.get("config") or {}, path, project_dir)
 
 
-def config_from_mapping(stack: str, config: Mapping[str, Any], source: Path | None = None) -> StackConfig:
+def config_from_mapping(
+    stack: str, config: Mapping[str, Any], source: Path | None = None, project_dir: Path | None = None
+) -> StackConfig:
     """Stack-file config → the string map the Pulumi runtime expects; `secure:` values become placeholders."""
     values: dict[str, str] = {}
     secret_keys: list[str] = []
@@ -318,7 +322,7 @@ def config_from_mapping(stack: str, config: Mapping[str, Any], source: Path | No
             values[full] = value
         else:
             values[full] = json.dumps(value)
-    return StackConfig(stack=stack, values=values, secret_keys=secret_keys, source=source)
+    return StackConfig(stack=stack, values=values, secret_keys=secret_keys, source=source, project_dir=project_dir)
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -366,6 +370,7 @@ def run_program(
         logger=logging.getLogger("private-llm.offline"),
     )
     pulumi.runtime.set_all_config(dict(config.values), list(config.secret_keys))
+    set_project_dir(config.project_dir)
 
     def main() -> None:
         if program is not None:

@@ -16,7 +16,10 @@ from components.namespaces import (
     TenantRoles,
     TenantRolesArgs,
 )
-from infra.config import TENANT_ROLES, LimitRangeSpec, PlatformSpec, QuotaSpec, qualified_key
+from components.vllm import VllmService
+from infra.catalog import CHARTS, ChartRef, keda_values, lws_values
+from infra.config import TENANT_ROLES, LimitRangeSpec, PlatformSpec, QuotaSpec, project_dir, qualified_key
+from infra.inference import PlacedModel, plan_models, vllm_service_args
 
 T = TypeVar("T")
 
@@ -52,6 +55,9 @@ class Platform:
     provider: k8s.Provider
     tenant_roles: TenantRoles
     namespaces: dict[str, SecureNamespace] = field(default_factory=dict)
+    models: list[PlacedModel] = field(default_factory=list)
+    services: dict[str, VllmService] = field(default_factory=dict)
+    charts: dict[str, k8s.helm.v4.Chart] = field(default_factory=dict)
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -60,6 +66,18 @@ class Platform:
             "kubernetesVersion": self.spec.cluster.kubernetes_version,
             "namespaces": sorted(self.namespaces),
             "tenants": {t.name: t.namespace_name for t in self.spec.tenants},
+            "models": {
+                m.spec.name: {
+                    "model": m.facts.name,
+                    "pool": m.pool.name,
+                    "tensorParallelSize": m.plan.tensor_parallel_size,
+                    "pipelineParallelSize": m.plan.pipeline_parallel_size,
+                    "replicas": m.replicas,
+                    "gpus": m.replicas * m.gpus_per_replica,
+                    "maxModelLen": m.plan.max_model_len,
+                }
+                for m in self.models
+            },
         }
 
 
@@ -120,7 +138,26 @@ def cluster_provider(spec: PlatformSpec) -> k8s.Provider:
     )
 
 
+def chart(
+    name: str, ref: ChartRef, namespace: str, values: dict[str, object], opts: pulumi.ResourceOptions
+) -> k8s.helm.v4.Chart:
+    """A third-party system from its official chart, pinned in the catalog (its objects stay visible to policies)."""
+    repo = ref.repo_url()
+    return k8s.helm.v4.Chart(
+        name,
+        name=name,
+        chart=ref.chart(),
+        version=ref.version,
+        namespace=namespace,
+        repository_opts=k8s.helm.v4.RepositoryOptsArgs(repo=repo) if repo else None,
+        values=values,
+        opts=opts,
+    )
+
+
 def build_platform(spec: PlatformSpec) -> Platform:
+    # Size and validate every model before anything is registered: a bad model fails the whole stack early.
+    placed = plan_models(spec, project_dir())
     provider = build("cluster-provider", "pulumi:providers:kubernetes", lambda: cluster_provider(spec))
     opts = pulumi.ResourceOptions(providers={"kubernetes": provider})
 
@@ -158,4 +195,45 @@ def build_platform(spec: PlatformSpec) -> Platform:
             platform.namespaces[ns_name] = SecureNamespace(
                 ns_name, args, opts=pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(depends_on=[roles]))
             )
+    platform.models = placed
+    build_inference(spec, platform, opts)
     return platform
+
+
+def build_inference(spec: PlatformSpec, platform: Platform, opts: pulumi.ResourceOptions) -> None:
+    if not platform.models:
+        return
+    assert spec.registry is not None
+    operators_ns = spec.namespaces.operators.name
+    inference_ns = platform.namespaces[spec.namespaces.inference.name]
+    after_ns = pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(depends_on=[inference_ns]))
+    controllers: list[pulumi.Resource] = []
+    if any(m.plan.pipeline_parallel_size > 1 for m in platform.models):
+        with building("lws", "kubernetes:helm.sh/v4:Chart"):
+            platform.charts["lws"] = chart(
+                "lws",
+                CHARTS["lws"],
+                operators_ns,
+                lws_values(spec.registry),
+                pulumi.ResourceOptions.merge(
+                    opts, pulumi.ResourceOptions(depends_on=[platform.namespaces[operators_ns]])
+                ),
+            )
+            controllers.append(platform.charts["lws"])
+    if any(m.spec.autoscaling.enabled for m in platform.models):
+        with building("keda", "kubernetes:helm.sh/v4:Chart"):
+            platform.charts["keda"] = chart(
+                "keda",
+                CHARTS["keda"],
+                operators_ns,
+                keda_values(spec.registry),
+                pulumi.ResourceOptions.merge(
+                    opts, pulumi.ResourceOptions(depends_on=[platform.namespaces[operators_ns]])
+                ),
+            )
+            controllers.append(platform.charts["keda"])
+    model_opts = pulumi.ResourceOptions.merge(after_ns, pulumi.ResourceOptions(depends_on=controllers))
+    for model in platform.models:
+        with building(model.spec.name, "privatellm:inference:VllmService"):
+            args = vllm_service_args(spec, model, platform.models)
+            platform.services[model.spec.name] = VllmService(model.spec.name, args, opts=model_opts)

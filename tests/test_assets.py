@@ -202,3 +202,51 @@ def test_probe_fails_without_certificate_or_on_wrong_path(mtls_server: tuple[int
     assert probe("--port", str(port)).returncode == 1
     wrong = probe("--port", str(port), "--path", "/nope", "--cert", str(cert), "--key", str(key), "--ca", str(ca))
     assert wrong.returncode == 1 and "HTTP 404" in wrong.stderr
+
+
+def test_tls_forwarder_lets_a_plain_client_reach_an_mtls_server(
+    mtls_server: tuple[int, Path, Path, Path, Path],
+) -> None:
+    import socket
+    import time
+    import urllib.request
+
+    port, cert, key, ca, _ = mtls_server
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        listen = s.getsockname()[1]
+    forward = Path(assets.__file__).with_name("tls_forward.py")
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            str(forward),
+            "--listen",
+            str(listen),
+            "--upstream",
+            f"127.0.0.1:{port}",
+            "--server-name",
+            "vllm.llm-inference.svc",
+            "--cert",
+            str(cert),
+            "--key",
+            str(key),
+            "--ca",
+            str(ca),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 10
+        status = None
+        while time.monotonic() < deadline and status is None:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{listen}/health", timeout=2) as response:
+                    status = response.status
+            except OSError:
+                time.sleep(0.1)
+        assert status == 200
+    finally:
+        proc.terminate()
+        proc.wait(timeout=5)

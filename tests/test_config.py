@@ -39,6 +39,7 @@ def test_empty_platform_gets_safe_defaults() -> None:
         "llm-pki",
         "llm-monitoring",
         "llm-logging",
+        "llm-operators",
     ]
     assert spec.tenants == []
     # Tenants get no GPUs, no LoadBalancers and no NodePorts unless the stack grants them.

@@ -1,0 +1,294 @@
+"""From the stack's `models` to sized, validated vLLM deployments.
+
+`plan_models` resolves every model (catalog or config.json), finds its GPU pool, runs the capacity planner and
+places the models on their pools. Every problem — an unknown model or pool, a model that does not fit, more GPUs
+than the pool has, a forbidden vLLM flag, a missing integrity manifest where the profile requires one — is
+collected and raised as one StackConfigError before any resource is registered.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+
+import pulumi
+
+from components.assets.verify_weights import parse_manifest
+from components.vllm import (
+    Autoscaling,
+    Benchmark,
+    GpuScheduling,
+    ModelStore,
+    ServingTls,
+    VllmServiceArgs,
+    check_extra_args,
+)
+from infra.capacity import CapacityError, Plan, PlanRequest, gpu_type, plan, resolve_model
+from infra.capacity.models import ModelSpec as ModelFacts
+from infra.catalog import IMAGES
+from infra.config import (
+    FULL_PLATFORM_KEY,
+    GpuPoolSpec,
+    ModelDeploymentSpec,
+    PlatformSpec,
+    StackConfigError,
+    qualified_key,
+)
+
+# Profiles where every model must carry a weight manifest (supply-chain control, OWASP LLM03).
+INTEGRITY_REQUIRED = frozenset({"finance", "healthcare", "government"})
+DEFAULT_BANDWIDTH_GBPS = {"pvc": 1.0, "s3": 2.0}
+
+
+@dataclass(frozen=True)
+class PlacedModel:
+    """A model with its facts, its pool and the plan the deployment follows."""
+
+    index: int
+    spec: ModelDeploymentSpec
+    facts: ModelFacts
+    pool: GpuPoolSpec
+    plan: Plan
+    replicas: int
+    integrity_manifest: str | None
+
+    @property
+    def gpus_per_replica(self) -> int:
+        return self.plan.tensor_parallel_size * self.plan.pipeline_parallel_size
+
+    @property
+    def reserved_gpus(self) -> int:
+        """GPUs the model may hold at most (autoscaling maximum included)."""
+        most = self.replicas
+        if self.spec.autoscaling.enabled and self.spec.autoscaling.max_replicas:
+            most = max(most, self.spec.autoscaling.max_replicas)
+        return most * self.gpus_per_replica
+
+    @property
+    def weight_bytes(self) -> int:
+        return int(self.plan.weights_gib_per_gpu * self.gpus_per_replica * 2**30)
+
+
+def _path(i: int, field: str) -> str:
+    return f"{FULL_PLATFORM_KEY}.models[{i}].{field}"
+
+
+def _read_manifest(model: ModelDeploymentSpec, i: int, project_dir: Path, problems: list[str]) -> str | None:
+    integrity = model.integrity
+    if integrity is None:
+        return None
+    if integrity.sha256:
+        text = "".join(f"{digest}  {rel}\n" for rel, digest in sorted(integrity.sha256.items()))
+    else:
+        path = project_dir / str(integrity.manifest_file)
+        try:
+            text = path.read_text()
+        except OSError:
+            problems.append(f"{_path(i, 'integrity.manifest_file')}={integrity.manifest_file!r}: no such file under {project_dir}")
+            return None
+    try:
+        parse_manifest(text)
+    except ValueError as exc:
+        problems.append(f"{_path(i, 'integrity')}: {exc}")
+        return None
+    return text
+
+
+def plan_models(spec: PlatformSpec, project_dir: Path) -> list[PlacedModel]:
+    problems: list[str] = []
+    if spec.models and spec.registry is None:
+        problems.append(
+            f"{FULL_PLATFORM_KEY}.registry is not set: every image is pulled through your registry; "
+            "add registry: {host: harbor.example.internal}"
+        )
+    pools: dict[str, GpuPoolSpec] = {}
+    for i, pool in enumerate(spec.node_pools):
+        if pool.name in pools:
+            problems.append(f"{FULL_PLATFORM_KEY}.node_pools[{i}].name={pool.name!r} is used twice")
+        pools[pool.name] = pool
+        try:
+            gpu_type(pool.gpu)
+        except CapacityError as exc:
+            problems.append(f"{FULL_PLATFORM_KEY}.node_pools[{i}].gpu={pool.gpu!r}: {exc}")
+    names: set[str] = set()
+    served: set[str] = set()
+    placed: list[PlacedModel] = []
+    for i, model in enumerate(spec.models):
+        if model.name in names:
+            problems.append(f"{_path(i, 'name')}={model.name!r} is used by another model")
+        names.add(model.name)
+        if model.served_name in served:
+            problems.append(f"{_path(i, 'served_model_name')}={model.served_name!r} is served by another model")
+        served.add(model.served_name)
+        pool = pools.get(model.pool)
+        if pool is None:
+            known = ", ".join(sorted(pools)) or "none defined"
+            problems.append(f"{_path(i, 'pool')}={model.pool!r} is not a node pool of this stack (pools: {known})")
+        if spec.profile in INTEGRITY_REQUIRED and model.integrity is None:
+            problems.append(
+                f"{_path(i, 'integrity')} is required by the {spec.profile} profile: give the SHA-256 manifest "
+                "of the approved weights (manifest_file or sha256)"
+            )
+        for problem in check_extra_args(model.extra_args, model.trust_remote_code):
+            problems.append(f"{_path(i, 'extra_args')}: {problem}")
+        manifest = _read_manifest(model, i, project_dir, problems)
+        try:
+            config_path = project_dir / model.config_path if model.config_path else None
+            facts = resolve_model(model.model, config_path)
+        except CapacityError as exc:
+            problems.append(f"{_path(i, 'model' if model.model else 'config_path')}: {exc}")
+            continue
+        if pool is None or pool.name not in pools:
+            continue
+        try:
+            gpu = gpu_type(pool.gpu)
+            request = PlanRequest(
+                model=facts,
+                gpu=gpu,
+                gpus_per_node=pool.gpus_per_node,
+                max_model_len=model.max_model_len,
+                target_concurrency=model.target_concurrency,
+                quantization=model.quantization,
+                kv_cache_dtype=model.kv_cache_dtype,
+                gpu_memory_utilization=model.gpu_memory_utilization,
+                tensor_parallel_size=model.tensor_parallel_size,
+                pipeline_parallel_size=model.pipeline_parallel_size,
+                pool_gpus=pool.total_gpus,
+            )
+            result = plan(request)
+        except CapacityError as exc:
+            problems.append(f"{FULL_PLATFORM_KEY}.models[{i}]: {exc}")
+            continue
+        if not result.fits:
+            problems.append(
+                f"{FULL_PLATFORM_KEY}.models[{i}] ({model.name}: {facts.name} on {pool.gpu} x{pool.gpus_per_node}/node): "
+                + "; ".join(result.reasons)
+            )
+            continue
+        replicas = model.replicas or result.replicas
+        placed.append(PlacedModel(i, model, facts, pool, result, replicas, manifest))
+    # Place the models on their pools: together they may not need more GPUs than the pool has.
+    used: dict[str, int] = defaultdict(int)
+    for p in placed:
+        used[p.pool.name] += p.reserved_gpus
+        if p.spec.autoscaling.enabled and p.spec.autoscaling.max_replicas is None:
+            problems.append(f"{_path(p.index, 'autoscaling.max_replicas')} is required when autoscaling is enabled")
+    for name, gpus in used.items():
+        pool = pools[name]
+        if gpus > pool.total_gpus:
+            detail = ", ".join(
+                f"{p.spec.name} {p.reserved_gpus} ({p.replicas if not p.spec.autoscaling.enabled else p.spec.autoscaling.max_replicas}"
+                f" x {p.gpus_per_replica} GPUs)"
+                for p in placed
+                if p.pool.name == name
+            )
+            problems.append(
+                f"node pool {name!r} has {pool.total_gpus} GPUs ({pool.nodes} nodes x {pool.gpus_per_node} {pool.gpu}) "
+                f"but its models need {gpus}: {detail}; add nodes or lower replicas"
+            )
+    if problems:
+        raise StackConfigError(problems, pulumi.get_stack() if _in_pulumi() else None)
+    return placed
+
+
+def _in_pulumi() -> bool:
+    try:
+        pulumi.get_stack()
+    except Exception:
+        return False
+    return True
+
+
+def free_gpus(placed: list[PlacedModel], pool: GpuPoolSpec) -> int:
+    return pool.total_gpus - sum(p.reserved_gpus for p in placed if p.pool.name == pool.name)
+
+
+def vllm_service_args(
+    spec: PlatformSpec,
+    model: PlacedModel,
+    placed: list[PlacedModel],
+    tls: ServingTls | None = None,
+    prometheus_url: str | None = None,
+) -> VllmServiceArgs:
+    """The component's arguments for one placed model."""
+    m, p, pool = model.spec, model.plan, model.pool
+    assert spec.registry is not None
+    storage = m.storage
+    bandwidth = storage.bandwidth_gbps or DEFAULT_BANDWIDTH_GBPS[storage.type]
+    weight_gib = model.weight_bytes / 2**30
+    if storage.type == "s3":
+        cfg_access = qualified_key(str(storage.access_key_id_secret))
+        cfg_secret = qualified_key(str(storage.secret_access_key_secret))
+        store = ModelStore(
+            kind="s3",
+            path=f"s3://{storage.bucket}/{(storage.prefix or m.name).strip('/')}",
+            s3_endpoint=storage.endpoint,
+            s3_region=storage.region,
+            s3_access_key_id=_secret(cfg_access),
+            s3_secret_access_key=_secret(cfg_secret),
+            s3_egress_cidrs=list(storage.egress_cidrs),
+            bandwidth_gbps=bandwidth,
+        )
+    else:
+        store = ModelStore(
+            kind="pvc",
+            path=storage.path or m.name,
+            claim_name=storage.existing_claim or f"{m.name}-weights",
+            create_claim=storage.existing_claim is None,
+            size=storage.size or f"{math.ceil(weight_gib * 1.25) + 10}Gi",
+            storage_class=storage.storage_class,
+            access_mode=storage.access_mode,
+            bandwidth_gbps=bandwidth,
+        )
+    autoscaling = None
+    if m.autoscaling.enabled:
+        autoscaling = Autoscaling(
+            min_replicas=m.autoscaling.min_replicas if m.autoscaling.min_replicas is not None else model.replicas,
+            max_replicas=int(m.autoscaling.max_replicas or model.replicas),
+            waiting_threshold=m.autoscaling.waiting_threshold,
+            prometheus_url=prometheus_url or f"http://prometheus-operated.{spec.namespaces.monitoring.name}.svc:9090",
+        )
+    bench = spec.inference.benchmark
+    return VllmServiceArgs(
+        name=m.name,
+        namespace=spec.namespaces.inference.name,
+        instance=spec.name,
+        image=IMAGES["vllm"].render(spec.registry),
+        served_model_name=m.served_name,
+        tensor_parallel_size=p.tensor_parallel_size,
+        pipeline_parallel_size=p.pipeline_parallel_size,
+        replicas=model.replicas,
+        max_model_len=p.max_model_len,
+        gpu_memory_utilization=p.gpu_memory_utilization,
+        max_num_seqs=m.max_num_seqs or p.max_num_seqs,
+        quantization=m.quantization,
+        kv_cache_dtype=m.kv_cache_dtype,
+        prefix_caching=m.prefix_caching,
+        scheduling=GpuScheduling(
+            node_selector=pool.selector,
+            tolerations=[t.model_dump(exclude_none=True) for t in pool.pool_tolerations],
+            gpu_resource=pool.gpu_resource,
+            gpus_per_node=pool.gpus_per_node,
+            priority_class=m.priority_class,
+        ),
+        store=store,
+        weight_bytes=model.weight_bytes,
+        gateway_namespace=spec.namespaces.gateway.name,
+        monitoring_namespace=spec.namespaces.monitoring.name,
+        integrity_manifest=model.integrity_manifest,
+        tls=tls,
+        extra_args=list(m.extra_args),
+        trust_remote_code=m.trust_remote_code,
+        autoscaling=autoscaling,
+        benchmark=Benchmark(bench.concurrency, bench.num_prompts, bench.input_len, bench.output_len)
+        if bench.enabled
+        else None,
+        surge_allowed=free_gpus(placed, pool) >= model.gpus_per_replica,
+    )
+
+
+def _secret(key: str) -> pulumi.Output[str]:
+    namespace, _, name = key.partition(":")
+    return pulumi.Config(namespace).require_secret(name)
