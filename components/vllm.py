@@ -424,8 +424,8 @@ class VllmService(pulumi.ComponentResource):
             metadata=self.meta(f"{a.name}-s3-credentials", "model-store"),
             type="Opaque",
             string_data={
-                "AWS_ACCESS_KEY_ID": pulumi.Output.secret(a.store.s3_access_key_id),
-                "AWS_SECRET_ACCESS_KEY": pulumi.Output.secret(a.store.s3_secret_access_key),
+                "AWS_ACCESS_KEY_ID": pulumi.Output.secret(a.store.s3_access_key_id or ""),
+                "AWS_SECRET_ACCESS_KEY": pulumi.Output.secret(a.store.s3_secret_access_key or ""),
             },
             opts=pulumi.ResourceOptions.merge(
                 child, pulumi.ResourceOptions(additional_secret_outputs=["data", "stringData"])
@@ -645,7 +645,12 @@ class VllmService(pulumi.ComponentResource):
             enable_service_links=False,
             priority_class_name=a.scheduling.priority_class,
             node_selector=dict(a.scheduling.node_selector),
-            tolerations=[k8s.core.v1.TolerationArgs(**t) for t in a.scheduling.tolerations],
+            tolerations=[
+                k8s.core.v1.TolerationArgs(
+                    key=t.get("key"), operator=t.get("operator"), value=t.get("value"), effect=t.get("effect")
+                )
+                for t in a.scheduling.tolerations
+            ],
             security_context=k8s.core.v1.PodSecurityContextArgs(
                 run_as_non_root=True,
                 run_as_user=RUN_AS_USER,

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -191,6 +192,127 @@ def check(
             soft_wrap=True,
         )
     if not report.ok:
+        raise typer.Exit(1)
+
+
+PLAN_COLUMNS = (
+    ("Model", "model"),
+    ("GPU", "gpu"),
+    ("TP", "tensor_parallel_size"),
+    ("PP", "pipeline_parallel_size"),
+    ("Replicas", "replicas"),
+    ("GPUs", "gpus"),
+    ("Nodes", "nodes"),
+    ("Weights GiB/GPU", "weights_gib_per_gpu"),
+    ("KV GiB/GPU", "kv_cache_gib_per_gpu"),
+    ("KV tokens", "kv_cache_tokens"),
+    ("Max concurrency", "max_concurrency"),
+    ("Decode ms/token ≥", "decode_ms_per_token_bound"),
+    ("Cold start s", "load_time_s"),
+    ("Fits", "fits"),
+)
+
+
+def _plan_table(rows: list[dict[str, Any]], title: str) -> Table:
+    """One column per model, one row per figure: readable on any terminal width."""
+    table = Table(title=title, title_justify="left")
+    table.add_column("")
+    for row in rows:
+        table.add_column(str(row.get("model", "")), justify="right")
+    for header, key in PLAN_COLUMNS[1:]:
+        cells = []
+        for row in rows:
+            value = row.get(key, "")
+            if key == "fits":
+                cells.append("[green]yes[/]" if value else "[red]no[/]")
+            else:
+                cells.append(str(value))
+        table.add_row(header, *cells)
+    return table
+
+
+def _print_reasons(rows: list[dict[str, Any]]) -> None:
+    for row in rows:
+        for reason in row.get("reasons") or []:
+            out.print(f"  {row['model']}: {reason}", soft_wrap=True, highlight=False, markup=False)
+        for rejected in row.get("rejected") or []:
+            out.print(f"  {row['model']}: rejected {rejected}", soft_wrap=True, highlight=False, markup=False)
+
+
+@app.command(
+    help=(
+        "Size models with the capacity planner: TP, PP, replicas, GPUs, nodes, KV cache and bounds.\n\n"
+        "For a stack (every model of stacks/Pulumi.<stack>.yaml on its pool), or what-if without a stack.\n\n"
+        "Examples:\n\n"
+        "  private-llm plan --stack finance-prod\n\n"
+        "  private-llm plan --model Llama-3.1-70B --gpu H100-80GB-SXM --max-model-len 32768\n\n"
+        "  private-llm plan --model-config ./my-finetune/config.json --gpu L40S --gpus-per-node 4 --format json"
+    )
+)
+def plan(
+    stack: Annotated[str | None, typer.Option("--stack", "-s", help="Plan every model of this stack.")] = None,
+    model: Annotated[str | None, typer.Option("--model", help="Catalog model name or Hugging Face id.")] = None,
+    model_config: Annotated[
+        Path | None, typer.Option("--model-config", help="A Hugging Face config.json (private fine-tunes).")
+    ] = None,
+    gpu: Annotated[str | None, typer.Option("--gpu", help="GPU type, e.g. H100-80GB-SXM, A100-80GB, L40S.")] = None,
+    tensor_parallel_size: Annotated[int | None, typer.Option("--tensor-parallel-size", "-tp")] = None,
+    pipeline_parallel_size: Annotated[int | None, typer.Option("--pipeline-parallel-size", "-pp")] = None,
+    gpu_memory_utilization: Annotated[float | None, typer.Option("--gpu-memory-utilization")] = None,
+    max_model_len: Annotated[int | None, typer.Option("--max-model-len")] = None,
+    quantization: Annotated[str | None, typer.Option("--quantization", help="fp8, int8, awq or gptq.")] = None,
+    kv_cache_dtype: Annotated[str, typer.Option("--kv-cache-dtype", help="auto or fp8.")] = "auto",
+    gpus_per_node: Annotated[int, typer.Option("--gpus-per-node")] = 8,
+    concurrency: Annotated[int, typer.Option("--concurrency", help="Concurrent max-length requests to hold.")] = 1,
+    output_format: Annotated[OutputFormat, typer.Option("--format", "-f", help="table or json.")] = OutputFormat.table,
+    project_dir: ProjectOption = None,
+) -> None:
+    from infra.capacity import DEFAULT_GPU_MEMORY_UTILIZATION, CapacityError, PlanRequest, gpu_type, resolve_model
+    from infra.capacity import plan as run_plan
+    from infra.inference import stack_plans
+
+    rows: list[dict[str, Any]] = []
+    if stack:
+        if model or model_config or gpu:
+            raise fail("--stack plans the stack's own models; leave out --model, --model-config and --gpu")
+        root = project_dir or find_project_dir()
+        try:
+            spec = spec_of(load_stack_config(root, stack))
+        except (OfflineError, StackConfigError) as exc:
+            raise fail(str(exc)) from None
+        for name, result, problems in stack_plans(spec, root):
+            if result is None:
+                rows.append({"model": name, "fits": False, "reasons": problems})
+            else:
+                rows.append({**result.to_json(), "model": name, "model_facts": result.model})
+        title = f"Capacity plan of stack {stack}"
+    else:
+        if not gpu or not (model or model_config):
+            raise fail("give --stack S, or --gpu and one of --model / --model-config for a what-if plan")
+        try:
+            request = PlanRequest(
+                model=resolve_model(model, model_config),
+                gpu=gpu_type(gpu),
+                gpus_per_node=gpus_per_node,
+                max_model_len=max_model_len,
+                target_concurrency=concurrency,
+                quantization=quantization,
+                kv_cache_dtype=kv_cache_dtype,
+                gpu_memory_utilization=gpu_memory_utilization or DEFAULT_GPU_MEMORY_UTILIZATION,
+                tensor_parallel_size=tensor_parallel_size,
+                pipeline_parallel_size=pipeline_parallel_size,
+            )
+        except CapacityError as exc:
+            raise fail(str(exc)) from None
+        rows.append(run_plan(request).to_json())
+        title = "What-if capacity plan"
+    if output_format == OutputFormat.json:
+        document: Any = rows if stack else rows[0]
+        sys.stdout.write(json.dumps(document, indent=2) + "\n")
+        return
+    out.print(_plan_table(rows, title))
+    _print_reasons(rows)
+    if not all(r.get("fits") for r in rows):
         raise typer.Exit(1)
 
 

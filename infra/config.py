@@ -16,8 +16,8 @@ import json
 import re
 from collections.abc import Callable, Iterable, Mapping
 from contextvars import ContextVar
-from pathlib import Path
 from decimal import Decimal
+from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import pulumi

@@ -86,7 +86,9 @@ def _read_manifest(model: ModelDeploymentSpec, i: int, project_dir: Path, proble
         try:
             text = path.read_text()
         except OSError:
-            problems.append(f"{_path(i, 'integrity.manifest_file')}={integrity.manifest_file!r}: no such file under {project_dir}")
+            problems.append(
+                f"{_path(i, 'integrity.manifest_file')}={integrity.manifest_file!r}: no such file under {project_dir}"
+            )
             return None
     try:
         parse_manifest(text)
@@ -122,8 +124,8 @@ def plan_models(spec: PlatformSpec, project_dir: Path) -> list[PlacedModel]:
         if model.served_name in served:
             problems.append(f"{_path(i, 'served_model_name')}={model.served_name!r} is served by another model")
         served.add(model.served_name)
-        pool = pools.get(model.pool)
-        if pool is None:
+        found_pool = pools.get(model.pool)
+        if found_pool is None:
             known = ", ".join(sorted(pools)) or "none defined"
             problems.append(f"{_path(i, 'pool')}={model.pool!r} is not a node pool of this stack (pools: {known})")
         if spec.profile in INTEGRITY_REQUIRED and model.integrity is None:
@@ -140,32 +142,17 @@ def plan_models(spec: PlatformSpec, project_dir: Path) -> list[PlacedModel]:
         except CapacityError as exc:
             problems.append(f"{_path(i, 'model' if model.model else 'config_path')}: {exc}")
             continue
-        if pool is None or pool.name not in pools:
+        if found_pool is None:
             continue
+        pool = found_pool
         try:
-            gpu = gpu_type(pool.gpu)
-            request = PlanRequest(
-                model=facts,
-                gpu=gpu,
-                gpus_per_node=pool.gpus_per_node,
-                max_model_len=model.max_model_len,
-                target_concurrency=model.target_concurrency,
-                quantization=model.quantization,
-                kv_cache_dtype=model.kv_cache_dtype,
-                gpu_memory_utilization=model.gpu_memory_utilization,
-                tensor_parallel_size=model.tensor_parallel_size,
-                pipeline_parallel_size=model.pipeline_parallel_size,
-                pool_gpus=pool.total_gpus,
-            )
-            result = plan(request)
+            result = plan(plan_request(model, facts, pool))
         except CapacityError as exc:
             problems.append(f"{FULL_PLATFORM_KEY}.models[{i}]: {exc}")
             continue
         if not result.fits:
-            problems.append(
-                f"{FULL_PLATFORM_KEY}.models[{i}] ({model.name}: {facts.name} on {pool.gpu} x{pool.gpus_per_node}/node): "
-                + "; ".join(result.reasons)
-            )
+            where = f"{model.name}: {facts.name} on {pool.gpu} x{pool.gpus_per_node}/node"
+            problems.append(f"{FULL_PLATFORM_KEY}.models[{i}] ({where}): " + "; ".join(result.reasons))
             continue
         replicas = model.replicas or result.replicas
         placed.append(PlacedModel(i, model, facts, pool, result, replicas, manifest))
@@ -179,8 +166,7 @@ def plan_models(spec: PlatformSpec, project_dir: Path) -> list[PlacedModel]:
         pool = pools[name]
         if gpus > pool.total_gpus:
             detail = ", ".join(
-                f"{p.spec.name} {p.reserved_gpus} ({p.replicas if not p.spec.autoscaling.enabled else p.spec.autoscaling.max_replicas}"
-                f" x {p.gpus_per_replica} GPUs)"
+                f"{p.spec.name} {p.reserved_gpus} ({p.reserved_gpus // p.gpus_per_replica} x {p.gpus_per_replica} GPUs)"
                 for p in placed
                 if p.pool.name == name
             )
@@ -191,6 +177,44 @@ def plan_models(spec: PlatformSpec, project_dir: Path) -> list[PlacedModel]:
     if problems:
         raise StackConfigError(problems, pulumi.get_stack() if _in_pulumi() else None)
     return placed
+
+
+def plan_request(model: ModelDeploymentSpec, facts: ModelFacts, pool: GpuPoolSpec) -> PlanRequest:
+    """The planner's question for one model of the stack on its pool."""
+    storage = model.storage
+    return PlanRequest(
+        model=facts,
+        gpu=gpu_type(pool.gpu),
+        gpus_per_node=pool.gpus_per_node,
+        max_model_len=model.max_model_len,
+        target_concurrency=model.target_concurrency,
+        quantization=model.quantization,
+        kv_cache_dtype=model.kv_cache_dtype,
+        gpu_memory_utilization=model.gpu_memory_utilization,
+        tensor_parallel_size=model.tensor_parallel_size,
+        pipeline_parallel_size=model.pipeline_parallel_size,
+        pool_gpus=pool.total_gpus,
+        max_num_seqs=model.max_num_seqs,
+        storage_gbps=storage.bandwidth_gbps or DEFAULT_BANDWIDTH_GBPS[storage.type],
+    )
+
+
+def stack_plans(spec: PlatformSpec, project_dir: Path) -> list[tuple[str, Plan | None, list[str]]]:
+    """(model name, plan or None, problems) for every model of a stack, without raising: for `private-llm plan`."""
+    pools = {p.name: p for p in spec.node_pools}
+    out: list[tuple[str, Plan | None, list[str]]] = []
+    for i, model in enumerate(spec.models):
+        pool = pools.get(model.pool)
+        if pool is None:
+            out.append((model.name, None, [f"{_path(i, 'pool')}={model.pool!r} is not a node pool of this stack"]))
+            continue
+        try:
+            config_path = project_dir / model.config_path if model.config_path else None
+            facts = resolve_model(model.model, config_path)
+            out.append((model.name, plan(plan_request(model, facts, pool)), []))
+        except CapacityError as exc:
+            out.append((model.name, None, [str(exc)]))
+    return out
 
 
 def _in_pulumi() -> bool:

@@ -57,6 +57,12 @@ def request(model: str | ModelSpec, gpu: str = "H100-80GB-SXM", gpus_per_node: i
     return PlanRequest(model=spec, gpu=gpu_type(gpu), gpus_per_node=gpus_per_node, **kwargs)
 
 
+def same_facts(parsed: ModelSpec, catalog: ModelSpec) -> bool:
+    """Every architecture fact equal (names, ids and provenance aside)."""
+    renamed = replace(parsed, name=catalog.name, hf_id=catalog.hf_id, aliases=catalog.aliases, source=catalog.source)
+    return renamed == catalog
+
+
 # Real config.json files (as published on Hugging Face), trimmed of keys the planner does not read.
 LLAMA_31_8B_CONFIG = {
     "_name_or_path": "meta-llama/Llama-3.1-8B-Instruct",
@@ -624,6 +630,7 @@ def test_llama_style_config_file(tmp_path: Path) -> None:
     ):
         assert getattr(spec, attribute) == getattr(catalog, attribute), attribute
     assert spec.name == "Llama-3.1-8B-Instruct" and spec.architecture == "LlamaForCausalLM"
+    assert same_facts(spec, catalog)
     assert spec.param_count() == 8_030_261_248
     assert plan(PlanRequest(model=spec, gpu=H100, gpus_per_node=8)).to_json()["tensor_parallel_size"] == 1
     assert model_from_config(path.parent, name="mine").name == "mine"  # a model directory works too
@@ -636,7 +643,7 @@ def test_glm_style_config_file(tmp_path: Path) -> None:
     assert (spec.num_layers, spec.num_kv_heads, spec.head_dim) == (40, 2, 128)
     assert (spec.intermediate_size, spec.vocab_size, spec.max_position_embeddings) == (13696, 151552, 131072)
     assert spec.qkv_bias and spec.name == "glm-4-9b-chat"
-    assert spec.param_count() == MODEL_CATALOG["GLM-4-9B"].param_count()
+    assert same_facts(spec, MODEL_CATALOG["GLM-4-9B"])
     result = plan(PlanRequest(model=spec, gpu=gpu_type("L40S"), gpus_per_node=4, max_model_len=32768))
     assert result.fits and result.kv_bytes_per_token_per_gpu == 2 * 40 * 2 * 128 * 2
 
@@ -648,8 +655,9 @@ def test_deepseek_and_qwen_moe_configs() -> None:
     assert (deepseek.kv_lora_rank, deepseek.qk_rope_head_dim, deepseek.q_lora_rank) == (512, 64, 1536)
     assert deepseek.checkpoint_quantization == "fp8"
     assert deepseek.param_count() == catalog.param_count()
+    assert same_facts(deepseek, catalog)
     qwen = model_from_config(QWEN3_235B_CONFIG, name="q235")
-    assert qwen.param_count() == MODEL_CATALOG["Qwen3-235B-A22B"].param_count()
+    assert same_facts(qwen, MODEL_CATALOG["Qwen3-235B-A22B"])
     assert qwen.num_dense_layers == 0 and qwen.sliding_window is None
     # Qwen-MoE's mlp_only_layers / decoder_sparse_step turn layers dense.
     mixed = model_from_config({**QWEN3_235B_CONFIG, "mlp_only_layers": [0, 1], "decoder_sparse_step": 2})
@@ -673,7 +681,11 @@ def test_baichuan_and_chatglm_context_keys() -> None:
         }
     )
     assert baichuan.max_position_embeddings == 4096 and baichuan.num_kv_heads == 40
-    assert baichuan.param_count() == MODEL_CATALOG["Baichuan2-13B"].param_count()
+    assert same_facts(baichuan, MODEL_CATALOG["Baichuan2-13B"])
+    chatglm3 = model_from_config(
+        {**GLM_4_9B_CHAT_CONFIG, "num_layers": 28, "padded_vocab_size": 65024, "seq_length": 8192}
+    )
+    assert same_facts(chatglm3, MODEL_CATALOG["ChatGLM3-6B"])
 
 
 def test_sliding_window_models_are_flagged_approximate() -> None:

@@ -314,6 +314,8 @@ def model_from_config(config: Mapping[str, Any] | str | Path, name: str | None =
         qk_rope = _require_int(cfg, ("qk_rope_head_dim",), where)
         qk_nope = _require_int(cfg, ("qk_nope_head_dim",), where)
         v_head = _require_int(cfg, ("v_head_dim",), where)
+        if _first(cfg, ("head_dim", "kv_channels")) is None:
+            head_dim = v_head  # MLA configs give no head_dim; keep the catalog's convention (not used for the KV cache)
 
     sliding_window: int | None = None
     layer_types = cfg.get("layer_types")
