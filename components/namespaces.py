@@ -17,6 +17,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import pulumi
 import pulumi_kubernetes as k8s
@@ -54,6 +55,12 @@ class SecureNamespaceArgs:
     exception_reason: str | None = None
     role_bindings: Mapping[str, Sequence[str]] = field(default_factory=dict)
     extra_labels: Mapping[str, str] = field(default_factory=dict)
+    # Controllers (operators, webhooks) talk to the API server and among themselves: explicit allows for that.
+    api_server_cidrs: Sequence[str] = ()
+    api_server_ports: Sequence[int] = (443, 6443)
+    webhook_ports: Sequence[int] = ()
+    allow_within_namespace: bool = False
+    egress_to_namespaces: Mapping[str, Sequence[int]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         _check_label(self.name, "name")
@@ -166,6 +173,7 @@ class SecureNamespace(pulumi.ComponentResource):
             ),
             opts=in_ns,
         )
+        self.allows = self._allows(name, args, meta, in_ns)
         self.quota = k8s.core.v1.ResourceQuota(
             f"{name}-quota",
             metadata=meta("namespace-quota", "quota"),
@@ -205,6 +213,91 @@ class SecureNamespace(pulumi.ComponentResource):
                 )
             )
         self.register_outputs({"namespace": args.name})
+
+    def _allows(
+        self, name: str, args: SecureNamespaceArgs, meta: Any, opts: pulumi.ResourceOptions
+    ) -> list[k8s.networking.v1.NetworkPolicy]:
+        """Explicit allows on top of default-deny, for namespaces that run controllers."""
+        policies = []
+        all_pods = k8s.meta.v1.LabelSelectorArgs()
+        if args.api_server_cidrs:
+            api_peers = [
+                k8s.networking.v1.NetworkPolicyPeerArgs(ip_block=k8s.networking.v1.IPBlockArgs(cidr=c))
+                for c in args.api_server_cidrs
+            ]
+            ingress = (
+                [
+                    k8s.networking.v1.NetworkPolicyIngressRuleArgs(
+                        from_=api_peers,
+                        ports=[
+                            k8s.networking.v1.NetworkPolicyPortArgs(protocol="TCP", port=p) for p in args.webhook_ports
+                        ],
+                    )
+                ]
+                if args.webhook_ports
+                else None
+            )
+            policies.append(
+                k8s.networking.v1.NetworkPolicy(
+                    f"{name}-allow-api-server",
+                    metadata=meta("allow-api-server", "network-policy"),
+                    spec=k8s.networking.v1.NetworkPolicySpecArgs(
+                        pod_selector=all_pods,
+                        policy_types=["Egress", "Ingress"] if ingress else ["Egress"],
+                        egress=[
+                            k8s.networking.v1.NetworkPolicyEgressRuleArgs(
+                                to=api_peers,
+                                ports=[
+                                    k8s.networking.v1.NetworkPolicyPortArgs(protocol="TCP", port=p)
+                                    for p in args.api_server_ports
+                                ],
+                            )
+                        ],
+                        ingress=ingress,
+                    ),
+                    opts=opts,
+                )
+            )
+        if args.allow_within_namespace:
+            same = [k8s.networking.v1.NetworkPolicyPeerArgs(pod_selector=all_pods)]
+            policies.append(
+                k8s.networking.v1.NetworkPolicy(
+                    f"{name}-allow-same-namespace",
+                    metadata=meta("allow-same-namespace", "network-policy"),
+                    spec=k8s.networking.v1.NetworkPolicySpecArgs(
+                        pod_selector=all_pods,
+                        policy_types=["Ingress", "Egress"],
+                        ingress=[k8s.networking.v1.NetworkPolicyIngressRuleArgs(from_=same)],
+                        egress=[k8s.networking.v1.NetworkPolicyEgressRuleArgs(to=same)],
+                    ),
+                    opts=opts,
+                )
+            )
+        for target, ports in sorted(args.egress_to_namespaces.items()):
+            policies.append(
+                k8s.networking.v1.NetworkPolicy(
+                    f"{name}-allow-to-{target}",
+                    metadata=meta(f"allow-egress-to-{target}", "network-policy"),
+                    spec=k8s.networking.v1.NetworkPolicySpecArgs(
+                        pod_selector=all_pods,
+                        policy_types=["Egress"],
+                        egress=[
+                            k8s.networking.v1.NetworkPolicyEgressRuleArgs(
+                                to=[
+                                    k8s.networking.v1.NetworkPolicyPeerArgs(
+                                        namespace_selector=k8s.meta.v1.LabelSelectorArgs(
+                                            match_labels={"kubernetes.io/metadata.name": target}
+                                        )
+                                    )
+                                ],
+                                ports=[k8s.networking.v1.NetworkPolicyPortArgs(protocol="TCP", port=p) for p in ports],
+                            )
+                        ],
+                    ),
+                    opts=opts,
+                )
+            )
+        return policies
 
 
 def tenant_role_name(instance: str, role: str) -> str:

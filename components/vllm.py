@@ -186,6 +186,7 @@ class VllmServiceArgs:
     kv_cache_dtype: str = "auto"
     prefix_caching: bool = True
     integrity_manifest: str | None = None
+    integrity_configmap: str | None = None
     tls: ServingTls | None = None
     extra_args: Sequence[str] = ()
     trust_remote_code: bool = False
@@ -225,8 +226,14 @@ class VllmServiceArgs:
             raise ValueError("a pvc model store without create_claim needs claim_name (the existing claim)")
         if self.store.kind == "pvc" and self.store.create_claim and not self.store.size:
             raise ValueError("a new model cache PVC needs a size")
+        if self.integrity_manifest and self.integrity_configmap:
+            raise ValueError("give integrity_manifest or integrity_configmap, not both")
         if self.autoscaling and not 0 <= self.autoscaling.min_replicas <= self.autoscaling.max_replicas:
             raise ValueError("autoscaling needs 0 <= min_replicas <= max_replicas")
+
+    @property
+    def verifies_weights(self) -> bool:
+        return bool(self.integrity_manifest or self.integrity_configmap)
 
     @property
     def multi_node(self) -> bool:
@@ -509,11 +516,14 @@ class VllmService(pulumi.ComponentResource):
                     ),
                 )
             )
-        if a.integrity_manifest:
+        if a.verifies_weights:
             volumes.append(
                 k8s.core.v1.VolumeArgs(
                     name="integrity",
-                    config_map=k8s.core.v1.ConfigMapVolumeSourceArgs(name=f"{a.name}-integrity"),
+                    config_map=k8s.core.v1.ConfigMapVolumeSourceArgs(
+                        name=a.integrity_configmap or f"{a.name}-integrity",
+                        items=[k8s.core.v1.KeyToPathArgs(key="sha256sums", path="sha256sums")],
+                    ),
                 )
             )
         if a.tls:
@@ -549,7 +559,7 @@ class VllmService(pulumi.ComponentResource):
                 mounts.append(
                     k8s.core.v1.VolumeMountArgs(name="probe-tls", mount_path="/etc/vllm/probe-tls", read_only=True)
                 )
-        elif a.integrity_manifest:
+        elif a.verifies_weights:
             mounts.append(k8s.core.v1.VolumeMountArgs(name="integrity", mount_path=INTEGRITY_MOUNT, read_only=True))
         return mounts
 
@@ -592,7 +602,7 @@ class VllmService(pulumi.ComponentResource):
 
     def _init_containers(self) -> list[k8s.core.v1.ContainerArgs]:
         a = self.args
-        if not a.integrity_manifest:
+        if not a.verifies_weights:
             return []
         return [
             k8s.core.v1.ContainerArgs(

@@ -491,11 +491,16 @@ class IntegritySpec(StrictModel):
 
     manifest_file: str | None = None
     sha256: dict[str, Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]] | None = None
+    configmap: DnsLabel | None = None
+    """An existing ConfigMap (key `sha256sums`) in the inference namespace, written by the weight approval process."""
 
     @model_validator(mode="after")
     def _one_source(self) -> IntegritySpec:
-        if bool(self.manifest_file) == bool(self.sha256):
-            raise ValueError("give exactly one of manifest_file (a sha256sum file in the repository) or sha256 (a map)")
+        if sum(1 for v in (self.manifest_file, self.sha256, self.configmap) if v) != 1:
+            raise ValueError(
+                "give exactly one of manifest_file (a sha256sum file in the repository), sha256 (a map of file to "
+                "digest) or configmap (an existing ConfigMap holding sha256sums)"
+            )
         return self
 
 

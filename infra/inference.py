@@ -77,7 +77,7 @@ def _path(i: int, field: str) -> str:
 
 def _read_manifest(model: ModelDeploymentSpec, i: int, project_dir: Path, problems: list[str]) -> str | None:
     integrity = model.integrity
-    if integrity is None:
+    if integrity is None or integrity.configmap:
         return None
     if integrity.sha256:
         text = "".join(f"{digest}  {rel}\n" for rel, digest in sorted(integrity.sha256.items()))
@@ -152,7 +152,10 @@ def plan_models(spec: PlatformSpec, project_dir: Path) -> list[PlacedModel]:
             continue
         if not result.fits:
             where = f"{model.name}: {facts.name} on {pool.gpu} x{pool.gpus_per_node}/node"
-            problems.append(f"{FULL_PLATFORM_KEY}.models[{i}] ({where}): " + "; ".join(result.reasons))
+            detail = "; ".join(result.reasons)
+            if result.rejected:
+                detail += f" (smallest layout rejected: {result.rejected[0]})"
+            problems.append(f"{FULL_PLATFORM_KEY}.models[{i}] ({where}): {detail}")
             continue
         replicas = model.replicas or result.replicas
         placed.append(PlacedModel(i, model, facts, pool, result, replicas, manifest))
@@ -302,6 +305,7 @@ def vllm_service_args(
         gateway_namespace=spec.namespaces.gateway.name,
         monitoring_namespace=spec.namespaces.monitoring.name,
         integrity_manifest=model.integrity_manifest,
+        integrity_configmap=m.integrity.configmap if m.integrity else None,
         tls=tls,
         extra_args=list(m.extra_args),
         trust_remote_code=m.trust_remote_code,

@@ -24,7 +24,7 @@ from pulumi.runtime import mocks, rpc
 from pulumi.runtime.stack import run_pulumi_func
 from pulumi.runtime.sync_await import _sync_await
 
-from infra.config import set_project_dir
+from infra.config import StackConfigError, set_project_dir
 from infra.platform import ComponentBuildError
 
 PROJECT = "private-llm"
@@ -49,11 +49,11 @@ NOT_OBJECTS = frozenset(
 class OfflineError(Exception):
     """The program could not be rendered offline; names the stack and, where known, the failing component."""
 
-    def __init__(self, stack: str, message: str, component: str | None = None) -> None:
+    def __init__(self, stack: str, message: str, component: str | None = None, complete: bool = False) -> None:
         self.stack = stack
         self.component = component
         where = f"stack {stack!r}" + (f", component {component!r}" if component else "")
-        super().__init__(f"{where}: {message}")
+        super().__init__(message if complete else f"{where}: {message}")
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -382,6 +382,8 @@ def run_program(
         _sync_await(run_pulumi_func(main))
     except ComponentBuildError as exc:
         raise OfflineError(config.stack, str(exc.cause), component=exc.component) from exc
+    except StackConfigError as exc:
+        raise OfflineError(config.stack, str(exc), complete=True) from exc
     except pulumi.RunError as exc:
         raise OfflineError(config.stack, str(exc)) from exc
     except Exception as exc:

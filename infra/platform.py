@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -177,6 +178,17 @@ def build_platform(spec: PlatformSpec) -> Platform:
             limits=spec.namespaces.limits_for(role),
             extra_labels={"privatellm.io/platform-role": role},
         )
+        if role == "operators":
+            # Controllers (LeaderWorkerSet, KEDA) watch the API server, serve its webhooks and talk among
+            # themselves; KEDA reads queue lengths from Prometheus.
+            args = dataclasses.replace(
+                args,
+                api_server_cidrs=list(spec.cluster.api_server_cidrs),
+                api_server_ports=list(spec.cluster.api_server_ports),
+                webhook_ports=[9443, 6443],
+                allow_within_namespace=True,
+                egress_to_namespaces={spec.namespaces.monitoring.name: [9090]},
+            )
         with building(ns.name, "privatellm:baseline:SecureNamespace"):
             platform.namespaces[ns.name] = SecureNamespace(ns.name, args, opts=opts)
 

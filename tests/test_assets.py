@@ -166,7 +166,7 @@ def mtls_server(tmp_path: Path) -> Iterator[tuple[int, Path, Path, Path, Path]]:
     c_key_path, c_cert_path = _write(tmp_path / "client", c_key, c_cert)
 
     class Health(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802
+        def do_GET(self) -> None:
             self.send_response(200 if self.path == "/health" else 404)
             self.end_headers()
 
