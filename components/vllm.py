@@ -661,13 +661,7 @@ class VllmService(pulumi.ComponentResource):
                 )
                 for t in a.scheduling.tolerations
             ],
-            security_context=k8s.core.v1.PodSecurityContextArgs(
-                run_as_non_root=True,
-                run_as_user=RUN_AS_USER,
-                run_as_group=RUN_AS_USER,
-                fs_group=RUN_AS_USER,
-                seccomp_profile=k8s.core.v1.SeccompProfileArgs(type="RuntimeDefault"),
-            ),
+            security_context=_pod_security_context(),
             topology_spread_constraints=[
                 k8s.core.v1.TopologySpreadConstraintArgs(
                     max_skew=1,
@@ -986,13 +980,7 @@ class VllmService(pulumi.ComponentResource):
                         service_account_name=a.name,
                         automount_service_account_token=False,
                         enable_service_links=False,
-                        security_context=k8s.core.v1.PodSecurityContextArgs(
-                            run_as_non_root=True,
-                            run_as_user=RUN_AS_USER,
-                            run_as_group=RUN_AS_USER,
-                            fs_group=RUN_AS_USER,
-                            seccomp_profile=k8s.core.v1.SeccompProfileArgs(type="RuntimeDefault"),
-                        ),
+                        security_context=_pod_security_context(),
                         containers=[
                             k8s.core.v1.ContainerArgs(
                                 name="bench",
@@ -1014,6 +1002,16 @@ class VllmService(pulumi.ComponentResource):
                 child, pulumi.ResourceOptions(depends_on=[self.workload], delete_before_replace=True)
             ),
         )
+
+
+def _pod_security_context() -> k8s.core.v1.PodSecurityContextArgs:
+    return k8s.core.v1.PodSecurityContextArgs(
+        run_as_non_root=True,
+        run_as_user=RUN_AS_USER,
+        run_as_group=RUN_AS_USER,
+        fs_group=RUN_AS_USER,
+        seccomp_profile=k8s.core.v1.SeccompProfileArgs(type="RuntimeDefault"),
+    )
 
 
 def _port_of(url: str | None) -> int:

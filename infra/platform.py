@@ -220,30 +220,19 @@ def build_inference(spec: PlatformSpec, platform: Platform, opts: pulumi.Resourc
     inference_ns = platform.namespaces[spec.namespaces.inference.name]
     after_ns = pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(depends_on=[inference_ns]))
     controllers: list[pulumi.Resource] = []
-    if any(m.plan.pipeline_parallel_size > 1 for m in platform.models):
-        with building("lws", "kubernetes:helm.sh/v4:Chart"):
-            platform.charts["lws"] = chart(
-                "lws",
-                CHARTS["lws"],
-                operators_ns,
-                lws_values(spec.registry),
-                pulumi.ResourceOptions.merge(
-                    opts, pulumi.ResourceOptions(depends_on=[platform.namespaces[operators_ns]])
-                ),
-            )
-            controllers.append(platform.charts["lws"])
-    if any(m.spec.autoscaling.enabled for m in platform.models):
-        with building("keda", "kubernetes:helm.sh/v4:Chart"):
-            platform.charts["keda"] = chart(
-                "keda",
-                CHARTS["keda"],
-                operators_ns,
-                keda_values(spec.registry),
-                pulumi.ResourceOptions.merge(
-                    opts, pulumi.ResourceOptions(depends_on=[platform.namespaces[operators_ns]])
-                ),
-            )
-            controllers.append(platform.charts["keda"])
+    needed = {
+        "lws": (any(m.plan.pipeline_parallel_size > 1 for m in platform.models), lws_values),
+        "keda": (any(m.spec.autoscaling.enabled for m in platform.models), keda_values),
+    }
+    operators_opts = pulumi.ResourceOptions.merge(
+        opts, pulumi.ResourceOptions(depends_on=[platform.namespaces[operators_ns]])
+    )
+    for name, (wanted, values) in needed.items():
+        if not wanted:
+            continue
+        with building(name, "kubernetes:helm.sh/v4:Chart"):
+            platform.charts[name] = chart(name, CHARTS[name], operators_ns, values(spec.registry), operators_opts)
+            controllers.append(platform.charts[name])
     model_opts = pulumi.ResourceOptions.merge(after_ns, pulumi.ResourceOptions(depends_on=controllers))
     for model in platform.models:
         with building(model.spec.name, "privatellm:inference:VllmService"):
