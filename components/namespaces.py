@@ -61,6 +61,7 @@ class SecureNamespaceArgs:
     webhook_ports: Sequence[int] = ()
     allow_within_namespace: bool = False
     egress_to_namespaces: Mapping[str, Sequence[int]] = field(default_factory=dict)
+    ingress_from_namespaces: Mapping[str, Sequence[int]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         _check_label(self.name, "name")
@@ -273,6 +274,24 @@ class SecureNamespace(pulumi.ComponentResource):
                     opts=opts,
                 )
             )
+        for source, ports in sorted(args.ingress_from_namespaces.items()):
+            policies.append(
+                k8s.networking.v1.NetworkPolicy(
+                    f"{name}-allow-from-{source}",
+                    metadata=meta(f"allow-ingress-from-{source}", "network-policy"),
+                    spec=k8s.networking.v1.NetworkPolicySpecArgs(
+                        pod_selector=all_pods,
+                        policy_types=["Ingress"],
+                        ingress=[
+                            k8s.networking.v1.NetworkPolicyIngressRuleArgs(
+                                from_=[_namespace_peer(source)],
+                                ports=[k8s.networking.v1.NetworkPolicyPortArgs(protocol="TCP", port=p) for p in ports],
+                            )
+                        ],
+                    ),
+                    opts=opts,
+                )
+            )
         for target, ports in sorted(args.egress_to_namespaces.items()):
             policies.append(
                 k8s.networking.v1.NetworkPolicy(
@@ -283,13 +302,7 @@ class SecureNamespace(pulumi.ComponentResource):
                         policy_types=["Egress"],
                         egress=[
                             k8s.networking.v1.NetworkPolicyEgressRuleArgs(
-                                to=[
-                                    k8s.networking.v1.NetworkPolicyPeerArgs(
-                                        namespace_selector=k8s.meta.v1.LabelSelectorArgs(
-                                            match_labels={"kubernetes.io/metadata.name": target}
-                                        )
-                                    )
-                                ],
+                                to=[_namespace_peer(target)],
                                 ports=[k8s.networking.v1.NetworkPolicyPortArgs(protocol="TCP", port=p) for p in ports],
                             )
                         ],
@@ -298,6 +311,12 @@ class SecureNamespace(pulumi.ComponentResource):
                 )
             )
         return policies
+
+
+def _namespace_peer(namespace: str) -> k8s.networking.v1.NetworkPolicyPeerArgs:
+    return k8s.networking.v1.NetworkPolicyPeerArgs(
+        namespace_selector=k8s.meta.v1.LabelSelectorArgs(match_labels={"kubernetes.io/metadata.name": namespace})
+    )
 
 
 def tenant_role_name(instance: str, role: str) -> str:

@@ -47,7 +47,17 @@ IMAGES: dict[str, Image] = {
     "keda": Image("ghcr.io/kedacore/keda", "2.20.2"),
     "keda-metrics-apiserver": Image("ghcr.io/kedacore/keda-metrics-apiserver", "2.20.2"),
     "keda-admission-webhooks": Image("ghcr.io/kedacore/keda-admission-webhooks", "2.20.2"),
+    # NVIDIA GPU Operator v26.7.0 and the operands its chart pins (deployments/gpu-operator/values.yaml).
+    "gpu-operator": Image("nvcr.io/nvidia/gpu-operator", "v26.7.0"),
+    "nvidia-driver": Image("nvcr.io/nvidia/driver", "595.91.07"),
+    "nvidia-container-toolkit": Image("nvcr.io/nvidia/k8s/container-toolkit", "v1.20.0"),
+    "nvidia-device-plugin": Image("nvcr.io/nvidia/k8s-device-plugin", "v0.20.0"),
+    "dcgm-exporter": Image("nvcr.io/nvidia/k8s/dcgm-exporter", "4.6.0-4.8.3-distroless"),
+    "mig-manager": Image("nvcr.io/nvidia/cloud-native/k8s-mig-manager", "v0.15.0"),
+    "node-feature-discovery": Image("registry.k8s.io/nfd/node-feature-discovery", "v0.19.0"),
 }
+# The driver the GPU Operator installs when the stack names none (the chart's own default).
+DEFAULT_DRIVER_VERSION = IMAGES["nvidia-driver"].tag
 
 
 @dataclass(frozen=True)
@@ -67,6 +77,7 @@ class ChartRef:
 CHARTS: dict[str, ChartRef] = {
     "lws": ChartRef("lws", "0.9.0", "oci://registry.k8s.io/lws/charts"),
     "keda": ChartRef("keda", "2.20.2", "https://kedacore.github.io/charts"),
+    "gpu-operator": ChartRef("gpu-operator", "v26.7.0", "https://helm.ngc.nvidia.com/nvidia"),
 }
 
 RESTRICTED_CONTAINER = {
@@ -122,4 +133,91 @@ def keda_values(registry: RegistrySpec) -> dict[str, Any]:
         },
         "service": {"minTlsVersion": "TLS13"},
         "prometheus": {"operator": {"enabled": True}, "metricServer": {"enabled": True}},
+    }
+
+
+def _repo_of(image: Image, registry: RegistrySpec) -> str:
+    """The repository *folder* of an image, for charts that take repository and image name separately."""
+    host, repository = _split(image, registry)
+    return f"{host}/{repository.rsplit('/', 1)[0]}"
+
+
+@dataclass(frozen=True)
+class GpuPoolSettings:
+    """What the GPU Operator needs to know about one pool."""
+
+    name: str
+    mig_strategy: str
+    time_slicing_replicas: int | None
+    taint_key: str | None
+
+
+def gpu_operator_values(
+    registry: RegistrySpec,
+    install_driver: bool,
+    driver_version: str,
+    pools: list[GpuPoolSettings],
+) -> dict[str, Any]:
+    """Values of the NVIDIA GPU Operator chart (NVIDIA/gpu-operator v26.7.0, deployments/gpu-operator/values.yaml)."""
+
+    def image(key: str, version: str | None = None) -> dict[str, Any]:
+        ref = IMAGES[key]
+        return {
+            "repository": _repo_of(ref, registry),
+            "image": ref.path.rsplit("/", 1)[-1],
+            "version": version or ref.tag,
+            "imagePullPolicy": "IfNotPresent",
+        }
+
+    strategies = {p.mig_strategy for p in pools} - {"none"}
+    mig_strategy = "mixed" if "mixed" in strategies else ("single" if strategies else "none")
+    sliced = [p for p in pools if p.time_slicing_replicas]
+    tolerations = [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
+    tolerations += [
+        {"key": key, "operator": "Exists", "effect": "NoSchedule"}
+        for key in sorted({p.taint_key for p in pools if p.taint_key})
+    ]
+    device_plugin: dict[str, Any] = image("nvidia-device-plugin")
+    if sliced:
+        data = {
+            p.name: (
+                "version: v1\nflags:\n  migStrategy: none\nsharing:\n  timeSlicing:\n    resources:\n"
+                f"    - name: nvidia.com/gpu\n      replicas: {p.time_slicing_replicas}\n"
+            )
+            for p in sliced
+        }
+        data["default"] = "version: v1\nflags:\n  migStrategy: " + mig_strategy + "\n"
+        device_plugin["config"] = {"create": True, "name": "device-plugin-config", "default": "default", "data": data}
+    nfd_image = IMAGES["node-feature-discovery"]
+    host, nfd_repository = _split(nfd_image, registry)
+    return {
+        # The namespace is labelled by the platform (privileged, the documented exception).
+        "psa": {"enabled": False},
+        "cdi": {"enabled": True},
+        "daemonsets": {"tolerations": tolerations, "priorityClassName": "system-node-critical"},
+        "operator": image("gpu-operator"),
+        "validator": image("gpu-operator"),
+        "driver": {"enabled": install_driver, **image("nvidia-driver", driver_version)},
+        "toolkit": {"enabled": True, **image("nvidia-container-toolkit")},
+        "devicePlugin": {"enabled": True, **device_plugin},
+        "gfd": {"enabled": True, **image("nvidia-device-plugin")},
+        "dcgmExporter": {
+            "enabled": True,
+            **image("dcgm-exporter"),
+            "serviceMonitor": {"enabled": True, "interval": "15s"},
+        },
+        "mig": {"strategy": mig_strategy},
+        "migManager": {"enabled": mig_strategy != "none", **image("mig-manager")},
+        # Virtualisation and confidential-computing operands are not used by the platform.
+        "sandboxWorkloads": {"enabled": False},
+        "vgpuDeviceManager": {"enabled": False},
+        "vfioManager": {"enabled": False},
+        "sandboxDevicePlugin": {"enabled": False},
+        "kataSandboxDevicePlugin": {"enabled": False},
+        "ccManager": {"enabled": False},
+        "nfd": {"enabled": True},
+        "node-feature-discovery": {
+            "image": {"repository": f"{host}/{nfd_repository}", "tag": nfd_image.tag, "pullPolicy": "IfNotPresent"},
+            "worker": {"tolerations": tolerations},
+        },
     }

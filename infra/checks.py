@@ -26,6 +26,7 @@ from pulumi_policy import (
 
 from infra.config import FULL_PLATFORM_KEY, PlatformSpec, parse_platform
 from infra.offline import RecordedResource, Recording, StackConfig
+from infra.platform import gpu_operator_exemptions
 from infra.schemas import CrdSchemas, is_builtin, validate_builtin
 from policies.base import Rule, exemption_for, namespace_of
 from policies.registry import RESOURCE_RULES, STACK_RULES, enforcement_of, policy_config
@@ -236,7 +237,7 @@ def spec_of(config: StackConfig) -> PlatformSpec:
 
 def check_recording(recording: Recording, spec: PlatformSpec, crd_dir: Path | None = None) -> CheckReport:
     version = spec.cluster.kubernetes_version
-    config = policy_config(kubernetes_version=version)
+    config = policy_config(kubernetes_version=version, exempt_namespaces=gpu_operator_exemptions(spec))
     report = CheckReport(
         stack=recording.stack,
         profile=spec.profile,

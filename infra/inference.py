@@ -16,6 +16,7 @@ from pathlib import Path
 import pulumi
 
 from components.assets.verify_weights import parse_manifest
+from components.gpu_pools import SchedulingContract
 from components.vllm import (
     Autoscaling,
     Benchmark,
@@ -27,7 +28,7 @@ from components.vllm import (
 )
 from infra.capacity import CapacityError, Plan, PlanRequest, gpu_type, plan, resolve_model
 from infra.capacity.models import ModelSpec as ModelFacts
-from infra.catalog import IMAGES
+from infra.catalog import DEFAULT_DRIVER_VERSION, IMAGES
 from infra.config import (
     FULL_PLATFORM_KEY,
     GpuPoolSpec,
@@ -36,6 +37,7 @@ from infra.config import (
     StackConfigError,
     qualified_key,
 )
+from infra.gpu_stack import driver_problem, instance_problem, mig_problem
 
 # Profiles where every model must carry a weight manifest (supply-chain control, OWASP LLM03).
 INTEGRITY_REQUIRED = frozenset({"finance", "healthcare", "government"})
@@ -110,10 +112,8 @@ def plan_models(spec: PlatformSpec, project_dir: Path) -> list[PlacedModel]:
         if pool.name in pools:
             problems.append(f"{FULL_PLATFORM_KEY}.node_pools[{i}].name={pool.name!r} is used twice")
         pools[pool.name] = pool
-        try:
-            gpu_type(pool.gpu)
-        except CapacityError as exc:
-            problems.append(f"{FULL_PLATFORM_KEY}.node_pools[{i}].gpu={pool.gpu!r}: {exc}")
+        problems.extend(pool_problems(spec, i, pool))
+    problems.extend(driver_problems(spec))
     names: set[str] = set()
     served: set[str] = set()
     placed: list[PlacedModel] = []
@@ -145,6 +145,12 @@ def plan_models(spec: PlatformSpec, project_dir: Path) -> list[PlacedModel]:
         if found_pool is None:
             continue
         pool = found_pool
+        if pool.partitioned:
+            problems.append(
+                f"{_path(i, 'pool')}={pool.name!r} partitions its GPUs (MIG or time-slicing); vLLM models are sized "
+                "on whole GPUs: serve them from a pool without partitioning"
+            )
+            continue
         try:
             result = plan(plan_request(model, facts, pool))
         except CapacityError as exc:
@@ -180,6 +186,45 @@ def plan_models(spec: PlatformSpec, project_dir: Path) -> list[PlacedModel]:
     if problems:
         raise StackConfigError(problems, pulumi.get_stack() if _in_pulumi() else None)
     return placed
+
+
+def pool_problems(spec: PlatformSpec, i: int, pool: GpuPoolSpec) -> list[str]:
+    """What is wrong with one node pool: GPU type, stated memory, MIG profile, EKS instance types, driver."""
+    where = f"{FULL_PLATFORM_KEY}.node_pools[{i}]"
+    try:
+        gpu = gpu_type(pool.gpu)
+    except CapacityError as exc:
+        return [f"{where}.gpu={pool.gpu!r}: {exc}"]
+    problems = []
+    if pool.gpu_memory_gib is not None and abs(pool.gpu_memory_gib - gpu.memory_gib) > 0.03 * gpu.memory_gib:
+        problems.append(
+            f"{where}.gpu_memory_gib={pool.gpu_memory_gib} does not match {gpu.name} ({gpu.memory_gib} GiB visible to "
+            "CUDA); check the GPU type or the figure"
+        )
+    if pool.mig.strategy != "none":
+        problem = mig_problem(gpu.name, pool.mig.profile)
+        if problem:
+            problems.append(f"{where}.mig: {problem}")
+    if pool.eks is not None:
+        for j, instance in enumerate(pool.eks.instance_types):
+            problem = instance_problem(instance, gpu.name, pool.gpus_per_node)
+            if problem:
+                problems.append(f"{where}.eks.instance_types[{j}]: {problem}")
+    return problems
+
+
+def driver_problems(spec: PlatformSpec) -> list[str]:
+    """The GPU driver (installed by the operator, or pre-installed) must run the pinned vLLM image."""
+    if not spec.node_pools:
+        return []
+    operator = spec.gpu_operator
+    if operator.driver == "preinstalled" and not operator.driver_version:
+        return [
+            f"{FULL_PLATFORM_KEY}.gpu_operator.driver_version is required with driver: preinstalled (the version "
+            "installed on the nodes, e.g. 580.95.05), so that it can be checked against the vLLM image"
+        ]
+    problem = driver_problem(operator.driver_version or DEFAULT_DRIVER_VERSION)
+    return [f"{FULL_PLATFORM_KEY}.gpu_operator.driver_version: {problem}"] if problem else []
 
 
 def plan_request(model: ModelDeploymentSpec, facts: ModelFacts, pool: GpuPoolSpec) -> PlanRequest:
@@ -238,6 +283,7 @@ def vllm_service_args(
     placed: list[PlacedModel],
     tls: ServingTls | None = None,
     prometheus_url: str | None = None,
+    contract: SchedulingContract | None = None,
 ) -> VllmServiceArgs:
     """The component's arguments for one placed model."""
     m, p, pool = model.spec, model.plan, model.pool
@@ -294,10 +340,12 @@ def vllm_service_args(
         kv_cache_dtype=m.kv_cache_dtype,
         prefix_caching=m.prefix_caching,
         scheduling=GpuScheduling(
-            node_selector=pool.selector,
-            tolerations=[t.model_dump(exclude_none=True) for t in pool.pool_tolerations],
-            gpu_resource=pool.gpu_resource,
-            gpus_per_node=pool.gpus_per_node,
+            node_selector=dict(contract.node_selector) if contract else pool.selector,
+            tolerations=[dict(t) for t in contract.tolerations]
+            if contract
+            else [t.model_dump(exclude_none=True) for t in pool.pool_tolerations],
+            gpu_resource=contract.gpu_resource if contract else pool.gpu_resource,
+            gpus_per_node=contract.gpus_per_node if contract else pool.gpus_per_node,
             priority_class=m.priority_class,
         ),
         store=store,

@@ -11,6 +11,7 @@ from typing import Any, TypeVar
 import pulumi
 import pulumi_kubernetes as k8s
 
+from components.gpu_pools import EksNodeGroup, GpuNodePool, GpuNodePoolArgs, Taint
 from components.namespaces import (
     SecureNamespace,
     SecureNamespaceArgs,
@@ -18,8 +19,26 @@ from components.namespaces import (
     TenantRolesArgs,
 )
 from components.vllm import VllmService
-from infra.catalog import CHARTS, ChartRef, keda_values, lws_values
-from infra.config import TENANT_ROLES, LimitRangeSpec, PlatformSpec, QuotaSpec, project_dir, qualified_key
+from infra.catalog import (
+    CHARTS,
+    DEFAULT_DRIVER_VERSION,
+    ChartRef,
+    GpuPoolSettings,
+    gpu_operator_values,
+    keda_values,
+    lws_values,
+)
+from infra.config import (
+    PLATFORM_LIMITS,
+    POOL_LABEL,
+    TENANT_ROLES,
+    GpuPoolSpec,
+    LimitRangeSpec,
+    PlatformSpec,
+    QuotaSpec,
+    project_dir,
+    qualified_key,
+)
 from infra.inference import PlacedModel, plan_models, vllm_service_args
 
 T = TypeVar("T")
@@ -57,6 +76,7 @@ class Platform:
     tenant_roles: TenantRoles
     namespaces: dict[str, SecureNamespace] = field(default_factory=dict)
     models: list[PlacedModel] = field(default_factory=list)
+    pools: dict[str, GpuNodePool] = field(default_factory=dict)
     services: dict[str, VllmService] = field(default_factory=dict)
     charts: dict[str, k8s.helm.v4.Chart] = field(default_factory=dict)
 
@@ -80,6 +100,20 @@ class Platform:
                 for m in self.models
             },
         }
+
+
+# The operator's pods are daemons on every GPU node: room for a few per node, no GPUs requested through quota.
+GPU_OPERATOR_QUOTA = QuotaSpec(
+    requests_cpu="16",
+    requests_memory="64Gi",
+    limits_cpu="64",
+    limits_memory="256Gi",
+    requests_storage="0",
+    pods=500,
+    persistent_volume_claims=0,
+    services=20,
+    gpus=None,
+)
 
 
 def _limits(spec: LimitRangeSpec) -> dict[str, dict[str, str]]:
@@ -208,8 +242,139 @@ def build_platform(spec: PlatformSpec) -> Platform:
                 ns_name, args, opts=pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(depends_on=[roles]))
             )
     platform.models = placed
+    build_gpu(spec, platform, opts)
     build_inference(spec, platform, opts)
     return platform
+
+
+GPU_OPERATOR_EXCEPTION = (
+    "NVIDIA GPU Operator: the driver, container toolkit, device plugin and DCGM exporter run privileged with host "
+    "access to install and expose the GPUs; nothing else runs in this namespace"
+)
+
+
+def gpu_operator_exemptions(spec: PlatformSpec) -> dict[str, str]:
+    """The documented exceptions to the restricted baseline, as policy config (namespace → reason)."""
+    if spec.node_pools and spec.gpu_operator.enabled:
+        return {spec.gpu_operator.namespace: GPU_OPERATOR_EXCEPTION}
+    return {}
+
+
+def pool_args(spec: PlatformSpec, pool: GpuPoolSpec) -> GpuNodePoolArgs:
+    labels = dict(pool.labels)
+    if pool.time_slicing is not None:
+        labels["nvidia.com/device-plugin.config"] = pool.name
+    if pool.mig.strategy == "single" and pool.mig.profile:
+        labels["nvidia.com/mig.config"] = f"all-{pool.mig.profile}"
+    taint = None
+    if pool.tolerations is None and pool.node_selector is None:
+        taint = Taint(key=POOL_LABEL, value=pool.name, effect="NoSchedule")
+    eks = None
+    if pool.eks is not None:
+        e = pool.eks
+        eks = EksNodeGroup(
+            cluster_name=e.cluster_name,
+            instance_types=list(e.instance_types),
+            subnet_ids=list(e.subnet_ids),
+            node_role_arn=e.node_role_arn,
+            kms_key_arn=e.kms_key_arn,
+            min_size=e.min_size,
+            max_size=e.max_size if e.max_size is not None else pool.nodes,
+            capacity_type=e.capacity_type,
+            capacity_reservation_id=e.capacity_reservation_id,
+            ami_type=e.ami_type,
+            root_volume_gib=e.root_volume_gib,
+        )
+    extra = [t.model_dump(exclude_none=True) for t in pool.tolerations] if pool.tolerations is not None else []
+    return GpuNodePoolArgs(
+        name=pool.name,
+        instance=spec.name,
+        gpu_type=pool.gpu,
+        gpus_per_node=pool.gpus_per_node,
+        nodes=pool.nodes,
+        labels=labels,
+        taint=taint,
+        node_selector=pool.selector,
+        gpu_resource=pool.gpu_resource,
+        node_names=list(pool.onprem.node_names) if pool.onprem else [],
+        keep_taints=[Taint(t.key, t.value, t.effect) for t in pool.onprem.keep_taints] if pool.onprem else [],
+        eks=eks,
+        extra_tolerations=extra,
+    )
+
+
+def build_gpu(spec: PlatformSpec, platform: Platform, opts: pulumi.ResourceOptions) -> None:
+    """GPU node pools and the NVIDIA GPU Operator (in its documented privileged namespace)."""
+    if not spec.node_pools:
+        return
+    aws_providers: dict[str, pulumi.ProviderResource] = {}
+    for pool in spec.node_pools:
+        pool_opts = opts
+        if pool.eks is not None:
+            region = pool.eks.region
+            if region not in aws_providers:
+                import pulumi_aws as aws  # only stacks with EKS pools load the AWS SDK
+
+                aws_providers[region] = aws.Provider(f"{spec.name}-aws-{region}", region=region)
+            pool_opts = pulumi.ResourceOptions.merge(
+                opts, pulumi.ResourceOptions(providers={"aws": aws_providers[region]})
+            )
+        with building(f"gpu-pool-{pool.name}", "privatellm:gpu:GpuNodePool"):
+            platform.pools[pool.name] = GpuNodePool(f"gpu-pool-{pool.name}", pool_args(spec, pool), opts=pool_opts)
+    if not spec.gpu_operator.enabled:
+        return
+    operator = spec.gpu_operator
+    assert spec.registry is not None or not spec.node_pools
+    ns = operator.namespace
+    args = dataclasses.replace(
+        namespace_args(
+            spec,
+            ns,
+            purpose="platform:gpu-operator",
+            quota=GPU_OPERATOR_QUOTA,
+            limits=PLATFORM_LIMITS,
+            extra_labels={"privatellm.io/platform-role": "gpu-operator"},
+        ),
+        pod_security_level="privileged",
+        exception_reason=GPU_OPERATOR_EXCEPTION,
+        api_server_cidrs=list(spec.cluster.api_server_cidrs),
+        api_server_ports=list(spec.cluster.api_server_ports),
+        webhook_ports=[],
+        allow_within_namespace=True,
+        ingress_from_namespaces={spec.namespaces.monitoring.name: [9400]},
+    )
+    with building(ns, "privatellm:baseline:SecureNamespace"):
+        platform.namespaces[ns] = SecureNamespace(ns, args, opts=opts)
+    registry = spec.registry
+    if registry is None:
+        raise ComponentBuildError(
+            "gpu-operator", "kubernetes:helm.sh/v4:Chart", ValueError("registry.host is required for the GPU Operator")
+        )
+    settings = [
+        GpuPoolSettings(
+            name=p.name,
+            mig_strategy=p.mig.strategy,
+            time_slicing_replicas=p.time_slicing.replicas if p.time_slicing else None,
+            taint_key=POOL_LABEL if p.tolerations is None and p.node_selector is None else None,
+        )
+        for p in spec.node_pools
+    ]
+    values = gpu_operator_values(
+        registry,
+        install_driver=operator.driver == "operator",
+        driver_version=operator.driver_version or DEFAULT_DRIVER_VERSION,
+        pools=settings,
+    )
+    with building("gpu-operator", "kubernetes:helm.sh/v4:Chart"):
+        platform.charts["gpu-operator"] = chart(
+            "gpu-operator",
+            CHARTS["gpu-operator"],
+            ns,
+            values,
+            pulumi.ResourceOptions.merge(
+                opts, pulumi.ResourceOptions(depends_on=[platform.namespaces[ns], *platform.pools.values()])
+            ),
+        )
 
 
 def build_inference(spec: PlatformSpec, platform: Platform, opts: pulumi.ResourceOptions) -> None:
@@ -233,8 +398,11 @@ def build_inference(spec: PlatformSpec, platform: Platform, opts: pulumi.Resourc
         with building(name, "kubernetes:helm.sh/v4:Chart"):
             platform.charts[name] = chart(name, CHARTS[name], operators_ns, values(spec.registry), operators_opts)
             controllers.append(platform.charts[name])
-    model_opts = pulumi.ResourceOptions.merge(after_ns, pulumi.ResourceOptions(depends_on=controllers))
+    gpu_stack: list[pulumi.Resource] = [*platform.pools.values()]
+    if "gpu-operator" in platform.charts:
+        gpu_stack.append(platform.charts["gpu-operator"])
+    model_opts = pulumi.ResourceOptions.merge(after_ns, pulumi.ResourceOptions(depends_on=[*controllers, *gpu_stack]))
     for model in platform.models:
         with building(model.spec.name, "privatellm:inference:VllmService"):
-            args = vllm_service_args(spec, model, platform.models)
+            args = vllm_service_args(spec, model, platform.models, contract=platform.pools[model.pool.name].contract)
             platform.services[model.spec.name] = VllmService(model.spec.name, args, opts=model_opts)

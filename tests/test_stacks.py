@@ -43,6 +43,12 @@ def test_every_namespace_is_secured(stack: str) -> None:
     objects = recording.kubernetes_objects()
     namespaces = {o.object_name for o in objects if o.kind == "Namespace"}
     expected = {ns.name for _, ns in spec.namespaces.items()} | {t.namespace_name for t in spec.tenants}
+    if spec.node_pools and spec.gpu_operator.enabled:
+        # The one documented exception: privileged, with its reason on the namespace and in the policy config.
+        expected.add(spec.gpu_operator.namespace)
+        [gpu_ns] = [o for o in objects if o.kind == "Namespace" and o.object_name == spec.gpu_operator.namespace]
+        assert gpu_ns.inputs["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "privileged"
+        assert gpu_ns.inputs["metadata"]["annotations"]["privatellm.io/pod-security-exception"]
     assert namespaces == expected
     for ns in namespaces:
         kinds = sorted((o.kind, o.object_name) for o in objects if o.namespace == ns)
