@@ -316,6 +316,46 @@ def plan(
         raise typer.Exit(1)
 
 
+@app.command(
+    help=(
+        "Read-only pre-flight of a stack against the real environment: Kubernetes API, the nodes of every GPU pool "
+        "(Ready, allocatable GPUs, GPU product and driver labels from GPU Feature Discovery), storage classes, and "
+        "for EKS pools the subnets, instance-type offerings and the model bucket. Exit 1 on any failure.\n\n"
+        "Uses the stack's kubeconfig/context and the ambient AWS credentials.\n\n"
+        "Examples:\n\n"
+        "  private-llm doctor --stack finance-prod\n\n"
+        "  private-llm doctor --stack eks-prod --format json"
+    )
+)
+def doctor(
+    stack: StackOption,
+    output_format: Annotated[OutputFormat, typer.Option("--format", "-f", help="table or json.")] = OutputFormat.table,
+    project_dir: ProjectOption = None,
+) -> None:
+    from infra.doctor import format_results, run_doctor
+
+    root = project_dir or find_project_dir()
+    try:
+        spec = spec_of(load_stack_config(root, stack))
+    except (OfflineError, StackConfigError) as exc:
+        raise fail(str(exc)) from None
+    checks = run_doctor(spec)
+    result = format_results(checks)
+    if output_format == OutputFormat.json:
+        sys.stdout.write(json.dumps(result, indent=2) + "\n")
+    else:
+        table = Table(title=f"Pre-flight of stack {stack}", title_justify="left")
+        for column in ("Check", "Target", "Result", "Found", "Fix"):
+            table.add_column(column, overflow="fold")
+        for c in checks:
+            table.add_row(c.check, c.target, "[green]pass[/]" if c.passed else "[red]FAIL[/]", c.message, c.fix)
+        out.print(table)
+        summary = result["summary"]
+        out.print(f"{summary['passed']} passed, {summary['failed']} failed", soft_wrap=True)
+    if not result["summary"]["ok"]:
+        raise typer.Exit(1)
+
+
 def main() -> None:
     app()
 

@@ -113,3 +113,13 @@ def test_unknown_stack(tmp_path: Path) -> None:
     result = runner.invoke(app, ["check", "--stack", "nope", "--project-dir", str(ROOT)])
     assert result.exit_code == 2
     assert "no stack file" in result.output and "dev" in result.output
+
+
+def test_doctor_reports_an_unreachable_cluster_with_the_fix(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("KUBECONFIG", str(tmp_path / "missing-kubeconfig"))
+    result = runner.invoke(app, ["doctor", "--stack", "dev", "--format", "json", "--project-dir", str(ROOT)])
+    assert result.exit_code == 1
+    data = json.loads(result.stdout)
+    [api] = [c for c in data["checks"] if c["check"] == "kubernetes-api"]
+    assert not api["passed"] and api["fix"]
+    assert data["summary"]["ok"] is False
