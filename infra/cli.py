@@ -356,6 +356,30 @@ def doctor(
         raise typer.Exit(1)
 
 
+@app.command(
+    "policy-config",
+    help=(
+        "Print the policy pack config of a stack (target Kubernetes version, documented exemptions such as the GPU "
+        "Operator namespace) for the real engine, so that `pulumi preview --policy-pack policies` reaches the same "
+        "verdicts as `private-llm check`.\n\n"
+        "Example:\n\n"
+        "  private-llm policy-config --stack finance-prod > policy-config.json\n\n"
+        "  pulumi preview --stack finance-prod --policy-pack policies --policy-pack-config policy-config.json"
+    ),
+)
+def policy_config_command(stack: StackOption, project_dir: ProjectOption = None) -> None:
+    from infra.platform import gpu_operator_exemptions
+    from policies.registry import pack_config
+
+    root = project_dir or find_project_dir()
+    try:
+        spec = spec_of(load_stack_config(root, stack))
+    except (OfflineError, StackConfigError) as exc:
+        raise fail(str(exc)) from None
+    document = pack_config(spec.cluster.kubernetes_version, gpu_operator_exemptions(spec))
+    sys.stdout.write(json.dumps(document, indent=2, sort_keys=True) + "\n")
+
+
 def main() -> None:
     app()
 

@@ -38,3 +38,13 @@ def policy_config(
 
 def enforcement_of(policy: Policy) -> EnforcementLevel:
     return policy.enforcement_level or EnforcementLevel.MANDATORY
+
+
+def pack_config(
+    kubernetes_version: str = DEFAULT_KUBERNETES_VERSION,
+    exempt_namespaces: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    """The `--policy-pack-config` document for `pulumi preview --policy-pack policies`: every policy gets the same
+    config the offline check uses, so that both reach the same verdicts."""
+    config = policy_config(kubernetes_version, exempt_namespaces)
+    return {policy.name: dict(config) for policy in ALL_POLICIES}

@@ -123,3 +123,15 @@ def test_doctor_reports_an_unreachable_cluster_with_the_fix(tmp_path: Path, monk
     [api] = [c for c in data["checks"] if c["check"] == "kubernetes-api"]
     assert not api["passed"] and api["fix"]
     assert data["summary"]["ok"] is False
+
+
+def test_policy_config_for_the_real_engine_carries_version_and_exemptions() -> None:
+    from policies.registry import ALL_POLICIES
+
+    result = runner.invoke(app, ["policy-config", "--stack", "finance-prod", "--project-dir", str(ROOT)])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert set(data) == {p.name for p in ALL_POLICIES}
+    for config in data.values():
+        assert config["kubernetesVersion"] == "1.33"
+        assert config["exemptNamespaces"]["gpu-operator"].startswith("NVIDIA GPU Operator")
