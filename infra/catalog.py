@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from components.vllm import VLLM_VERSION
-from infra.config import RegistrySpec
+from infra.config import PlatformSpec, RegistrySpec
 
 _DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
 
@@ -221,3 +221,28 @@ def gpu_operator_values(
             "worker": {"tolerations": tolerations},
         },
     }
+
+
+CHART_IMAGES: dict[str, tuple[str, ...]] = {
+    "gpu-operator": (
+        "gpu-operator",
+        "nvidia-driver",
+        "nvidia-container-toolkit",
+        "nvidia-device-plugin",
+        "dcgm-exporter",
+        "mig-manager",
+        "node-feature-discovery",
+    ),
+    "lws": ("lws",),
+    "keda": ("keda", "keda-metrics-apiserver", "keda-admission-webhooks"),
+}
+
+
+def stack_images(spec: PlatformSpec, charts: list[str]) -> list[str]:
+    """Catalog keys of every image a stack runs (its charts' images included), in a stable order."""
+    keys: list[str] = []
+    if spec.models:
+        keys.append("vllm")
+    for chart in charts:
+        keys.extend(CHART_IMAGES.get(chart, ()))
+    return list(dict.fromkeys(keys))

@@ -273,6 +273,19 @@ def _in_pulumi() -> bool:
     return True
 
 
+def charts_needed(spec: PlatformSpec, placed: list[PlacedModel]) -> list[str]:
+    """Catalog keys of the charts a stack installs: the GPU Operator for GPU pools, the LeaderWorkerSet controller
+    for models across nodes, KEDA for autoscaled models."""
+    charts: list[str] = []
+    if spec.node_pools and spec.gpu_operator.enabled:
+        charts.append("gpu-operator")
+    if any(p.plan.pipeline_parallel_size > 1 for p in placed):
+        charts.append("lws")
+    if any(p.spec.autoscaling.enabled for p in placed):
+        charts.append("keda")
+    return charts
+
+
 def free_gpus(placed: list[PlacedModel], pool: GpuPoolSpec) -> int:
     return pool.total_gpus - sum(p.reserved_gpus for p in placed if p.pool.name == pool.name)
 

@@ -39,7 +39,7 @@ from infra.config import (
     project_dir,
     qualified_key,
 )
-from infra.inference import PlacedModel, plan_models, vllm_service_args
+from infra.inference import PlacedModel, charts_needed, plan_models, vllm_service_args
 
 T = TypeVar("T")
 
@@ -385,10 +385,8 @@ def build_inference(spec: PlatformSpec, platform: Platform, opts: pulumi.Resourc
     inference_ns = platform.namespaces[spec.namespaces.inference.name]
     after_ns = pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(depends_on=[inference_ns]))
     controllers: list[pulumi.Resource] = []
-    needed = {
-        "lws": (any(m.plan.pipeline_parallel_size > 1 for m in platform.models), lws_values),
-        "keda": (any(m.spec.autoscaling.enabled for m in platform.models), keda_values),
-    }
+    wanted_charts = charts_needed(spec, platform.models)
+    needed = {"lws": ("lws" in wanted_charts, lws_values), "keda": ("keda" in wanted_charts, keda_values)}
     operators_opts = pulumi.ResourceOptions.merge(
         opts, pulumi.ResourceOptions(depends_on=[platform.namespaces[operators_ns]])
     )
