@@ -62,6 +62,9 @@ class SecureNamespaceArgs:
     allow_within_namespace: bool = False
     egress_to_namespaces: Mapping[str, Sequence[int]] = field(default_factory=dict)
     ingress_from_namespaces: Mapping[str, Sequence[int]] = field(default_factory=dict)
+    ingress_from_anywhere_ports: Sequence[int] = ()
+    egress_cidrs: Sequence[str] = ()
+    egress_ports: Sequence[int] = (443,)
 
     def __post_init__(self) -> None:
         _check_label(self.name, "name")
@@ -270,6 +273,52 @@ class SecureNamespace(pulumi.ComponentResource):
                         policy_types=["Ingress", "Egress"],
                         ingress=[k8s.networking.v1.NetworkPolicyIngressRuleArgs(from_=same)],
                         egress=[k8s.networking.v1.NetworkPolicyEgressRuleArgs(to=same)],
+                    ),
+                    opts=opts,
+                )
+            )
+        if args.ingress_from_anywhere_ports:
+            policies.append(
+                k8s.networking.v1.NetworkPolicy(
+                    f"{name}-allow-service-ingress",
+                    metadata=meta("allow-service-ingress", "network-policy"),
+                    spec=k8s.networking.v1.NetworkPolicySpecArgs(
+                        pod_selector=all_pods,
+                        policy_types=["Ingress"],
+                        ingress=[
+                            k8s.networking.v1.NetworkPolicyIngressRuleArgs(
+                                ports=[
+                                    k8s.networking.v1.NetworkPolicyPortArgs(protocol="TCP", port=p)
+                                    for p in args.ingress_from_anywhere_ports
+                                ]
+                            )
+                        ],
+                    ),
+                    opts=opts,
+                )
+            )
+        if args.egress_cidrs:
+            policies.append(
+                k8s.networking.v1.NetworkPolicy(
+                    f"{name}-allow-backends",
+                    metadata=meta("allow-egress-to-backends", "network-policy"),
+                    spec=k8s.networking.v1.NetworkPolicySpecArgs(
+                        pod_selector=all_pods,
+                        policy_types=["Egress"],
+                        egress=[
+                            k8s.networking.v1.NetworkPolicyEgressRuleArgs(
+                                to=[
+                                    k8s.networking.v1.NetworkPolicyPeerArgs(
+                                        ip_block=k8s.networking.v1.IPBlockArgs(cidr=c)
+                                    )
+                                    for c in args.egress_cidrs
+                                ],
+                                ports=[
+                                    k8s.networking.v1.NetworkPolicyPortArgs(protocol="TCP", port=p)
+                                    for p in args.egress_ports
+                                ],
+                            )
+                        ],
                     ),
                     opts=opts,
                 )

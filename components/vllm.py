@@ -193,6 +193,7 @@ class VllmServiceArgs:
     autoscaling: Autoscaling | None = None
     benchmark: Benchmark | None = None
     surge_allowed: bool = False
+    image_pull_secrets: Sequence[str] = ()
     cpu_request: str = "4"
     memory_request: str | None = None
     compile_seconds: int = 180
@@ -653,6 +654,7 @@ class VllmService(pulumi.ComponentResource):
             service_account_name=a.name,
             automount_service_account_token=False,
             enable_service_links=False,
+            image_pull_secrets=[k8s.core.v1.LocalObjectReferenceArgs(name=n) for n in a.image_pull_secrets] or None,
             priority_class_name=a.scheduling.priority_class,
             node_selector=dict(a.scheduling.node_selector),
             tolerations=[
@@ -978,6 +980,8 @@ class VllmService(pulumi.ComponentResource):
                     spec=k8s.core.v1.PodSpecArgs(
                         restart_policy="Never",
                         service_account_name=a.name,
+                        image_pull_secrets=[k8s.core.v1.LocalObjectReferenceArgs(name=n) for n in a.image_pull_secrets]
+                        or None,
                         automount_service_account_token=False,
                         enable_service_links=False,
                         security_context=_pod_security_context(),

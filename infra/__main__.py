@@ -1,10 +1,19 @@
-"""Pulumi program entry point (`main: infra/` in Pulumi.yaml): load the stack's spec, build the platform, export."""
+"""Pulumi program entry point (`main: infra/` in Pulumi.yaml): load the stack's spec, build the platform, export.
+
+With `privatellm:mode` set to `mirror` (on a connected bastion), the program instead copies every image the stack
+needs into the customer's registry (docs/images.md).
+"""
 
 import pulumi
 
 from infra.config import load_spec
 from infra.platform import build_platform
 
-spec = load_spec()
-platform = build_platform(spec)
-pulumi.export("platform", platform.summary())
+if pulumi.Config("privatellm").get("mode") == "mirror":
+    from infra.mirror import main as mirror
+
+    mirror()
+else:
+    spec = load_spec()
+    platform = build_platform(spec)
+    pulumi.export("platform", platform.summary())

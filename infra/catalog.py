@@ -8,6 +8,7 @@ Chart repositories and versions live here too, and each chart's values come from
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -55,6 +56,23 @@ IMAGES: dict[str, Image] = {
     "dcgm-exporter": Image("nvcr.io/nvidia/k8s/dcgm-exporter", "4.6.0-4.8.3-distroless"),
     "mig-manager": Image("nvcr.io/nvidia/cloud-native/k8s-mig-manager", "v0.15.0"),
     "node-feature-discovery": Image("registry.k8s.io/nfd/node-feature-discovery", "v0.19.0"),
+    # Harbor v2.15.1 (chart harbor 1.19.1); pulled from the bootstrap registry, since Harbor cannot serve itself
+    # before it exists.
+    **{
+        f"harbor-{part}": Image(f"docker.io/goharbor/{repo}", "v2.15.1")
+        for part, repo in (
+            ("nginx", "nginx-photon"),
+            ("portal", "harbor-portal"),
+            ("core", "harbor-core"),
+            ("jobservice", "harbor-jobservice"),
+            ("registry", "registry-photon"),
+            ("registryctl", "harbor-registryctl"),
+            ("trivy", "trivy-adapter-photon"),
+            ("db", "harbor-db"),
+            ("redis", "redis-photon"),
+            ("exporter", "harbor-exporter"),
+        )
+    },
 }
 # The driver the GPU Operator installs when the stack names none (the chart's own default).
 DEFAULT_DRIVER_VERSION = IMAGES["nvidia-driver"].tag
@@ -78,7 +96,16 @@ CHARTS: dict[str, ChartRef] = {
     "lws": ChartRef("lws", "0.9.0", "oci://registry.k8s.io/lws/charts"),
     "keda": ChartRef("keda", "2.20.2", "https://kedacore.github.io/charts"),
     "gpu-operator": ChartRef("gpu-operator", "v26.7.0", "https://helm.ngc.nvidia.com/nvidia"),
+    "harbor": ChartRef("harbor", "1.19.1", "https://helm.goharbor.io"),
 }
+
+
+def chart_source(ref: ChartRef, registry: RegistrySpec | None) -> tuple[str, str | None]:
+    """(chart, repository URL or None): an air-gapped site takes every chart from oci://<host>/<charts project>."""
+    if registry is not None and registry.air_gapped:
+        return f"oci://{registry.host}/{registry.charts_project}/{ref.name}", None
+    return ref.chart(), ref.repo_url()
+
 
 RESTRICTED_CONTAINER = {
     "allowPrivilegeEscalation": False,
@@ -97,12 +124,19 @@ def _split(image: Image, registry: RegistrySpec) -> tuple[str, str]:
     return host, repository
 
 
-def lws_values(registry: RegistrySpec) -> dict[str, Any]:
+def pinned_tag(image: Image) -> str:
+    """The tag a chart should render: `tag@sha256:…` when the lock pins a digest (a valid reference either way)."""
+    return f"{image.tag}@{image.digest}" if image.digest else image.tag
+
+
+def lws_values(registry: RegistrySpec, images: Mapping[str, Image] = IMAGES) -> dict[str, Any]:
     """Values of the LeaderWorkerSet controller chart (kubernetes-sigs/lws, charts/lws/values.yaml)."""
-    image = IMAGES["lws"]
+    image = images["lws"]
     host, repository = _split(image, registry)
     return {
-        "image": {"manager": {"repository": f"{host}/{repository}", "tag": image.tag, "pullPolicy": "IfNotPresent"}},
+        "image": {
+            "manager": {"repository": f"{host}/{repository}", "tag": pinned_tag(image), "pullPolicy": "IfNotPresent"}
+        },
         "podSecurityContext": RESTRICTED_POD,
         "securityContext": RESTRICTED_CONTAINER,
         "resources": {"requests": {"cpu": "500m", "memory": "512Mi"}, "limits": {"cpu": "2", "memory": "1Gi"}},
@@ -110,21 +144,21 @@ def lws_values(registry: RegistrySpec) -> dict[str, Any]:
     }
 
 
-def keda_values(registry: RegistrySpec) -> dict[str, Any]:
+def keda_values(registry: RegistrySpec, images: Mapping[str, Image] = IMAGES) -> dict[str, Any]:
     """Values of the KEDA chart (kedacore/charts, keda/values.yaml): images through the registry, restricted pods."""
-    images: dict[str, Any] = {}
+    rendered: dict[str, Any] = {}
     for key, name in (
         ("keda", "keda"),
         ("metricsApiServer", "keda-metrics-apiserver"),
         ("webhooks", "keda-admission-webhooks"),
     ):
-        image = IMAGES[name]
+        image = images[name]
         host, repository = _split(image, registry)
-        images[key] = {"registry": host, "repository": repository, "tag": image.tag}
-    images["pullPolicy"] = "IfNotPresent"
+        rendered[key] = {"registry": host, "repository": repository, "tag": pinned_tag(image)}
+    rendered["pullPolicy"] = "IfNotPresent"
     components = ("operator", "metricServer", "webhooks")
     return {
-        "image": images,
+        "image": rendered,
         "securityContext": {c: RESTRICTED_CONTAINER for c in components},
         "podSecurityContext": {c: RESTRICTED_POD for c in components},
         "resources": {
@@ -157,15 +191,16 @@ def gpu_operator_values(
     install_driver: bool,
     driver_version: str,
     pools: list[GpuPoolSettings],
+    images: Mapping[str, Image] = IMAGES,
 ) -> dict[str, Any]:
     """Values of the NVIDIA GPU Operator chart (NVIDIA/gpu-operator v26.7.0, deployments/gpu-operator/values.yaml)."""
 
     def image(key: str, version: str | None = None) -> dict[str, Any]:
-        ref = IMAGES[key]
+        ref = images[key]
         return {
             "repository": _repo_of(ref, registry),
             "image": ref.path.rsplit("/", 1)[-1],
-            "version": version or ref.tag,
+            "version": version or pinned_tag(ref),
             "imagePullPolicy": "IfNotPresent",
         }
 
@@ -188,7 +223,7 @@ def gpu_operator_values(
         }
         data["default"] = "version: v1\nflags:\n  migStrategy: " + mig_strategy + "\n"
         device_plugin["config"] = {"create": True, "name": "device-plugin-config", "default": "default", "data": data}
-    nfd_image = IMAGES["node-feature-discovery"]
+    nfd_image = images["node-feature-discovery"]
     host, nfd_repository = _split(nfd_image, registry)
     return {
         # The namespace is labelled by the platform (privileged, the documented exception).
@@ -217,7 +252,11 @@ def gpu_operator_values(
         "ccManager": {"enabled": False},
         "nfd": {"enabled": True},
         "node-feature-discovery": {
-            "image": {"repository": f"{host}/{nfd_repository}", "tag": nfd_image.tag, "pullPolicy": "IfNotPresent"},
+            "image": {
+                "repository": f"{host}/{nfd_repository}",
+                "tag": pinned_tag(nfd_image),
+                "pullPolicy": "IfNotPresent",
+            },
             "worker": {"tolerations": tolerations},
         },
     }
@@ -235,6 +274,7 @@ CHART_IMAGES: dict[str, tuple[str, ...]] = {
     ),
     "lws": ("lws",),
     "keda": ("keda", "keda-metrics-apiserver", "keda-admission-webhooks"),
+    "harbor": tuple(k for k in IMAGES if k.startswith("harbor-")),
 }
 
 
@@ -246,3 +286,126 @@ def stack_images(spec: PlatformSpec, charts: list[str]) -> list[str]:
     for chart in charts:
         keys.extend(CHART_IMAGES.get(chart, ()))
     return list(dict.fromkeys(keys))
+
+
+HARBOR_CLAIMS = ("harbor-registry", "harbor-jobservice", "harbor-database", "harbor-redis", "harbor-trivy")
+
+
+def harbor_claims(spec: PlatformSpec) -> dict[str, tuple[str, str | None]]:
+    """PVCs the platform creates (retained on delete) and hands to the Harbor chart as existing claims."""
+    assert spec.registry is not None and spec.registry.harbor is not None
+    h = spec.registry.harbor
+    claims: dict[str, tuple[str, str | None]] = {
+        "harbor-jobservice": ("10Gi", h.storage.storage_class),
+        "harbor-trivy": ("20Gi", h.storage.storage_class),
+    }
+    if h.storage.type == "pvc":
+        claims["harbor-registry"] = (h.storage.registry_size, h.storage.storage_class)
+    if h.database is None:
+        claims["harbor-database"] = ("20Gi", h.storage.storage_class)
+    if h.redis is None:
+        claims["harbor-redis"] = ("5Gi", h.storage.storage_class)
+    return claims
+
+
+def harbor_values(spec: PlatformSpec, secrets: dict[str, str], images: Mapping[str, Image] = IMAGES) -> dict[str, Any]:
+    """Values of the Harbor chart (goharbor/harbor-helm 1.19.1, values.yaml): credentials only through existing
+    Secrets, data on retained claims (or S3), images from the bootstrap registry, Trivy on, metrics on."""
+    assert spec.registry is not None and spec.registry.harbor is not None
+    registry, h = spec.registry, spec.registry.harbor
+    bootstrap = RegistrySpec(host=h.bootstrap_registry, platform_project=registry.platform_project)
+
+    def image(key: str) -> dict[str, str]:
+        ref = images[key]
+        host, repository = _split(ref, bootstrap)
+        return {"repository": f"{host}/{repository}", "tag": pinned_tag(ref)}
+
+    claims = harbor_claims(spec)
+
+    def claim(name: str) -> dict[str, str]:
+        return {"existingClaim": name} if name in claims else {}
+
+    storage: dict[str, Any] = {"type": "filesystem"}
+    if h.storage.type == "s3":
+        s3: dict[str, Any] = {
+            "existingSecret": secrets["s3"],
+            "bucket": h.storage.bucket,
+            "region": h.storage.region,
+            "encrypt": True,
+            "secure": True,
+        }
+        if h.storage.endpoint:
+            s3["regionendpoint"] = h.storage.endpoint
+        storage = {"type": "s3", "s3": s3}
+    database: dict[str, Any] = {"type": "internal", "internal": {"image": image("harbor-db")}}
+    if h.database is not None:
+        database = {
+            "type": "external",
+            "external": {
+                "host": h.database.host,
+                "port": str(h.database.port),
+                "username": h.database.username,
+                "coreDatabase": h.database.database,
+                "existingSecret": secrets["database"],
+                "sslmode": h.database.sslmode,
+            },
+        }
+    redis: dict[str, Any] = {"type": "internal", "internal": {"image": image("harbor-redis")}}
+    if h.redis is not None:
+        external: dict[str, Any] = {"addr": h.redis.addr, "sentinelMasterSet": h.redis.sentinel_master_set or ""}
+        if h.redis.password_secret:
+            external["existingSecret"] = secrets["redis"]
+        redis = {"type": "external", "external": external}
+    tls: dict[str, Any] = {"enabled": True}
+    if h.tls_secret:
+        tls.update(certSource="secret", secret={"secretName": h.tls_secret})
+    else:
+        tls.update(certSource="auto", auto={"commonName": registry.host})
+    return {
+        "expose": {"type": "clusterIP", "tls": tls, "clusterIP": {"name": "harbor"}},
+        "externalURL": f"https://{registry.host}",
+        "existingSecretAdminPassword": secrets["admin"],
+        "existingSecretAdminPasswordKey": "HARBOR_ADMIN_PASSWORD",
+        "existingSecretSecretKey": secrets["secret_key"],
+        "internalTLS": {"enabled": True, "strong_ssl_ciphers": True},
+        "persistence": {
+            "enabled": True,
+            "resourcePolicy": "keep",
+            "persistentVolumeClaim": {
+                "registry": claim("harbor-registry"),
+                "jobservice": {"jobLog": claim("harbor-jobservice")},
+                "database": claim("harbor-database"),
+                "redis": claim("harbor-redis"),
+                "trivy": claim("harbor-trivy"),
+            },
+            "imageChartStorage": storage,
+        },
+        "updateStrategy": {"type": "Recreate"},
+        "containerSecurityContext": {
+            "privileged": False,
+            "allowPrivilegeEscalation": False,
+            "runAsNonRoot": True,
+            "capabilities": {"drop": ["ALL"]},
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+        "nginx": {"image": image("harbor-nginx")},
+        "portal": {"image": image("harbor-portal")},
+        "core": {"image": image("harbor-core")},
+        "jobservice": {"image": image("harbor-jobservice")},
+        "registry": {
+            "registry": {"image": image("harbor-registry")},
+            "controller": {"image": image("harbor-registryctl")},
+        },
+        # Air-gapped: Trivy scans with the vulnerability database mirrored into the site, never downloads one.
+        "trivy": {
+            "enabled": True,
+            "image": image("harbor-trivy"),
+            "skipUpdate": registry.air_gapped,
+            "skipJavaDBUpdate": registry.air_gapped,
+            "offlineScan": registry.air_gapped,
+        },
+        "database": database,
+        "redis": redis,
+        "exporter": {"image": image("harbor-exporter")},
+        "metrics": {"enabled": True, "serviceMonitor": {"enabled": True}},
+    }

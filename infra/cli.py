@@ -50,6 +50,11 @@ def fail(message: str, code: int = 2) -> typer.Exit:
     return typer.Exit(code)
 
 
+class SseMode(StrEnum):
+    kms = "aws:kms"
+    aes256 = "AES256"
+
+
 class OutputFormat(StrEnum):
     table = "table"
     json = "json"
@@ -378,6 +383,177 @@ def policy_config_command(stack: StackOption, project_dir: ProjectOption = None)
         raise fail(str(exc)) from None
     document = pack_config(spec.cluster.kubernetes_version, gpu_operator_exemptions(spec))
     sys.stdout.write(json.dumps(document, indent=2, sort_keys=True) + "\n")
+
+
+images_app = typer.Typer(help="Images and charts a stack needs: list them, lock their digests.", no_args_is_help=True)
+models_app = typer.Typer(
+    help="Model weights: manifests, verification, upload to the model store.", no_args_is_help=True
+)
+app.add_typer(images_app, name="images")
+app.add_typer(models_app, name="models")
+
+
+def _spec(stack: str, project_dir: Path | None) -> tuple[Any, Path]:
+    root = project_dir or find_project_dir()
+    try:
+        return spec_of(load_stack_config(root, stack)), root
+    except (OfflineError, StackConfigError) as exc:
+        raise fail(str(exc)) from None
+
+
+@images_app.command(
+    "list",
+    help=(
+        "Every image (upstream reference, the reference the cluster pulls, digest when locked) and every chart "
+        "(upstream and air-gapped oci:// reference) of a stack.\n\n"
+        "Example: private-llm images list --stack finance-prod"
+    ),
+)
+def images_list(
+    stack: StackOption,
+    output_format: Annotated[OutputFormat, typer.Option("--format", "-f", help="table or json.")] = OutputFormat.table,
+    project_dir: ProjectOption = None,
+) -> None:
+    from infra.images import LockError, inventory_document, stack_inventory
+
+    spec, root = _spec(stack, project_dir)
+    try:
+        images, charts = stack_inventory(spec, root, stack)
+    except (LockError, StackConfigError) as exc:
+        raise fail(str(exc)) from None
+    if output_format == OutputFormat.json:
+        sys.stdout.write(json.dumps(inventory_document(images, charts), indent=2) + "\n")
+        return
+    table = Table(title=f"Images of stack {stack}", title_justify="left")
+    for column in ("Image", "Upstream", "Pulled as"):
+        table.add_column(column, overflow="fold")
+    for image in images:
+        table.add_row(image.key, image.upstream, image.rendered)
+    out.print(table)
+    charts_table = Table(title=f"Charts of stack {stack}", title_justify="left")
+    for column in ("Chart", "Version", "Upstream", "Air-gapped reference"):
+        charts_table.add_column(column, overflow="fold")
+    for chart in charts:
+        charts_table.add_row(chart.key, chart.version, chart.upstream, chart.reference)
+    out.print(charts_table)
+
+
+@images_app.command(
+    "lock",
+    help=(
+        "Resolve the digest of every image of a stack in the customer's registry and write "
+        "stacks/Pulumi.<stack>.lock.yaml; rendered images are then digest-pinned. Credentials from "
+        "PRIVATELLM_REGISTRY_USERNAME / PRIVATELLM_REGISTRY_PASSWORD.\n\n"
+        "Example: private-llm images lock --stack finance-prod --ca-file /etc/pki/bank-root.pem"
+    ),
+)
+def images_lock(
+    stack: StackOption,
+    registry_url: Annotated[
+        str | None, typer.Option("--registry-url", help="Registry API base URL (default https://<registry.host>).")
+    ] = None,
+    ca_file: Annotated[Path | None, typer.Option("--ca-file", help="CA bundle that signs the registry.")] = None,
+    project_dir: ProjectOption = None,
+) -> None:
+    import os
+
+    from infra.images import RegistryError, lock_path, lock_stack, write_lock
+
+    spec, root = _spec(stack, project_dir)
+    user, password = os.environ.get("PRIVATELLM_REGISTRY_USERNAME"), os.environ.get("PRIVATELLM_REGISTRY_PASSWORD")
+    auth = (user, password) if user and password else None
+    try:
+        digests = lock_stack(spec, root, registry_url, auth, ca_file=str(ca_file) if ca_file else None)
+    except (RegistryError, StackConfigError) as exc:
+        raise fail(str(exc)) from None
+    path = lock_path(root, stack)
+    write_lock(path, digests)
+    out.print(f"locked {len(digests)} images → {path}", soft_wrap=True)
+
+
+@models_app.command(
+    "manifest",
+    help=(
+        "Print the sha256sum manifest of a model folder.\n\n"
+        "Example: private-llm models manifest ./Llama-3.1-8B-Instruct > sha256sums"
+    ),
+)
+def models_manifest(model_dir: Annotated[Path, typer.Argument(help="Model folder.")]) -> None:
+    from infra.weights import WeightsError, compute_manifest
+
+    try:
+        sys.stdout.write(compute_manifest(model_dir))
+    except WeightsError as exc:
+        raise fail(str(exc)) from None
+
+
+@models_app.command(
+    "verify",
+    help=(
+        "Check a model folder against an approved sha256sum manifest (the same check the init container runs). "
+        "Exit 1 on any mismatch, missing or unlisted weight file.\n\n"
+        "Example: private-llm models verify ./Llama-3.1-8B-Instruct --manifest approved.sha256"
+    ),
+)
+def models_verify(
+    model_dir: Annotated[Path, typer.Argument(help="Model folder.")],
+    manifest: Annotated[Path, typer.Option("--manifest", help="sha256sum-format manifest.")],
+) -> None:
+    from infra.weights import WeightsError, verify_dir
+
+    try:
+        problems = verify_dir(model_dir, manifest.read_text())
+    except (OSError, WeightsError) as exc:
+        raise fail(str(exc)) from None
+    for problem in problems:
+        err.print(problem, soft_wrap=True, highlight=False, markup=False)
+    if problems:
+        raise typer.Exit(1)
+    out.print(f"{model_dir}: every file matches {manifest}", soft_wrap=True)
+
+
+@models_app.command(
+    "upload",
+    help=(
+        "Upload a model folder and its manifest to the model's S3-compatible store (server-side encryption, "
+        "multipart, manifest written last; refuses to overwrite a different manifest). Credentials from the "
+        "standard AWS variables.\n\n"
+        "Example: private-llm models upload ./Llama-3.3-70B-Instruct --stack finance-prod --model llama-3-3-70b"
+    ),
+)
+def models_upload(
+    model_dir: Annotated[Path, typer.Argument(help="Model folder.")],
+    stack: StackOption,
+    model: Annotated[str, typer.Option("--model", help="Model name in the stack (its storage must be s3).")],
+    manifest: Annotated[Path | None, typer.Option("--manifest", help="Approved manifest (default: computed).")] = None,
+    sse: Annotated[SseMode, typer.Option("--sse", help="aws:kms or AES256.")] = SseMode.kms,
+    kms_key: Annotated[str | None, typer.Option("--kms-key", help="KMS key id for aws:kms.")] = None,
+    project_dir: ProjectOption = None,
+) -> None:
+    from infra.weights import WeightsError, rich_progress, s3_client_for, s3_target, upload_model
+
+    spec, _ = _spec(stack, project_dir)
+    try:
+        target = s3_target(spec, model)
+        client = s3_client_for(spec, model)
+        with rich_progress(err, f"uploading {model}") as progress:
+            result = upload_model(
+                model_dir,
+                target.bucket,
+                target.prefix,
+                client,
+                manifest_text=manifest.read_text() if manifest else None,
+                sse="aws:kms" if sse == SseMode.kms else "AES256",
+                kms_key_id=kms_key,
+                progress=progress,
+            )
+    except (OSError, WeightsError) as exc:
+        raise fail(str(exc)) from None
+    out.print(
+        f"{result.uri}: {len(result.uploaded)} files uploaded ({result.bytes_uploaded} bytes), "
+        f"{len(result.skipped)} already there, manifest {'written' if result.manifest_written else 'unchanged'}",
+        soft_wrap=True,
+    )
 
 
 def main() -> None:

@@ -549,17 +549,14 @@ def _registry_host(value: str) -> str:
     return value
 
 
-class RegistrySpec(StrictModel):
-    host: Annotated[str, AfterValidator(_registry_host)]
-    platform_project: DnsLabel = "platform"
-
-
-# --------------------------------------------------------------------------------------------------------------
-# Models (vLLM deployments)
-# --------------------------------------------------------------------------------------------------------------
-
-Quantization = Literal["fp8", "int8", "awq", "gptq"]
-KvCacheDtype = Literal["auto", "fp8", "fp8_e4m3", "fp8_e5m2"]
+Severity = Literal["critical", "high", "medium", "low", "none"]
+# Harbor blocks pulls of images with a vulnerability at or above this severity, per profile.
+PROFILE_SEVERITY: dict[str, str] = {
+    "baseline": "critical",
+    "finance": "high",
+    "healthcare": "high",
+    "government": "high",
+}
 
 
 def _cidr(value: str) -> str:
@@ -568,6 +565,136 @@ def _cidr(value: str) -> str:
     except ValueError:
         raise ValueError("is not an IP network in CIDR notation, e.g. 10.20.0.0/24") from None
     return value
+
+
+class HarborStorageSpec(StrictModel):
+    """Where Harbor keeps image layers: PVCs retained on delete (default) or S3-compatible object storage."""
+
+    type: Literal["pvc", "s3"] = "pvc"
+    storage_class: str | None = None
+    registry_size: Quantity = "500Gi"
+    bucket: str | None = None
+    region: str = "us-east-1"
+    endpoint: str | None = None
+    access_key_id_secret: SecretRef | None = None
+    secret_access_key_secret: SecretRef | None = None
+
+    @model_validator(mode="after")
+    def _s3(self) -> HarborStorageSpec:
+        if self.type == "s3":
+            missing = [
+                f for f in ("bucket", "access_key_id_secret", "secret_access_key_secret") if not getattr(self, f)
+            ]
+            if missing:
+                raise ValueError(f"type: s3 needs {', '.join(missing)}")
+            if self.endpoint and not self.endpoint.startswith("https://"):
+                raise ValueError(f"endpoint={self.endpoint!r} must be an https:// URL")
+        return self
+
+
+class ExternalDatabaseSpec(StrictModel):
+    host: str
+    port: Annotated[int, Field(ge=1, le=65535)] = 5432
+    username: str = "harbor"
+    database: str = "registry"
+    password_secret: SecretRef
+    sslmode: Literal["require", "verify-ca", "verify-full"] = "verify-full"
+
+
+class ExternalRedisSpec(StrictModel):
+    addr: str
+    password_secret: SecretRef | None = None
+    sentinel_master_set: str | None = None
+
+
+class ProxyCacheSpec(StrictModel):
+    """A Harbor proxy-cache project for an upstream registry (only on sites connected to it)."""
+
+    name: DnsLabel
+    endpoint: Annotated[str, Field(pattern=r"^https://")]
+    provider: Literal["docker-hub", "docker-registry", "github-ghcr", "quay", "harbor"] = "docker-registry"
+
+
+class ReplicationSpec(StrictModel):
+    """Push-replication of every project to a disaster-recovery Harbor."""
+
+    endpoint: Annotated[str, Field(pattern=r"^https://")]
+    username: str
+    password_secret: SecretRef
+    schedule: str = "0 0 * * * *"
+
+
+class HarborAuthSpec(StrictModel):
+    mode: Literal["ldap", "oidc"]
+    ldap_url: Annotated[str, Field(pattern=r"^ldaps://")] | None = None
+    ldap_base_dn: str | None = None
+    ldap_search_dn: str | None = None
+    ldap_search_password_secret: SecretRef | None = None
+    ldap_uid: str = "uid"
+    ldap_group_base_dn: str | None = None
+    ldap_group_admin_dn: str | None = None
+    oidc_endpoint: Annotated[str, Field(pattern=r"^https://")] | None = None
+    oidc_client_id: str | None = None
+    oidc_client_secret_secret: SecretRef | None = None
+    oidc_groups_claim: str = "groups"
+    oidc_admin_group: str | None = None
+
+    @model_validator(mode="after")
+    def _complete(self) -> HarborAuthSpec:
+        needed = (
+            ("ldap_url", "ldap_base_dn", "ldap_search_dn", "ldap_search_password_secret")
+            if self.mode == "ldap"
+            else ("oidc_endpoint", "oidc_client_id", "oidc_client_secret_secret")
+        )
+        missing = [f for f in needed if not getattr(self, f)]
+        if missing:
+            raise ValueError(f"mode {self.mode} needs {', '.join(missing)}")
+        return self
+
+
+class HarborSpec(StrictModel):
+    """Harbor deployed and configured by the platform, reachable at https://<registry.host>."""
+
+    bootstrap_registry: Annotated[str, AfterValidator(_registry_host)]
+    """Where Harbor's own images are pulled from before Harbor exists (a bootstrap registry or pre-loaded mirror)."""
+    tls_secret: DnsLabel | None = None
+    storage: HarborStorageSpec = Field(default_factory=HarborStorageSpec)
+    database: ExternalDatabaseSpec | None = None
+    redis: ExternalRedisSpec | None = None
+    vulnerability_severity: Severity | None = None
+    retention_keep_most_recent: Annotated[int, Field(ge=1)] = 10
+    retention_schedule: str = "Daily"
+    proxy_caches: list[ProxyCacheSpec] = Field(default_factory=list)
+    replication: ReplicationSpec | None = None
+    auth: HarborAuthSpec | None = None
+    egress_cidrs: list[Annotated[str, AfterValidator(_cidr)]] = Field(default_factory=list)
+    """Where Harbor may connect on 443 and its database ports (object storage, database, LDAP, DR Harbor, upstreams)."""
+
+
+class RegistrySpec(StrictModel):
+    host: Annotated[str, AfterValidator(_registry_host)]
+    platform_project: DnsLabel = "platform"
+    models_project: DnsLabel = "models"
+    charts_project: DnsLabel = "charts"
+    air_gapped: bool = False
+    """Nothing is pulled from the internet: charts come from oci://<host>/<charts_project> and no proxy cache."""
+    harbor: HarborSpec | None = None
+    pull_secret: DnsLabel | None = None
+    """For a registry the platform does not manage: the dockerconfigjson Secret (same name in every namespace)."""
+
+    @model_validator(mode="after")
+    def _air_gap(self) -> RegistrySpec:
+        if self.air_gapped and self.harbor and self.harbor.proxy_caches:
+            raise ValueError("air_gapped: true forbids harbor.proxy_caches (an air-gapped site reaches no upstream)")
+        return self
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Models (vLLM deployments)
+# --------------------------------------------------------------------------------------------------------------
+
+Quantization = Literal["fp8", "int8", "awq", "gptq"]
+KvCacheDtype = Literal["auto", "fp8", "fp8_e4m3", "fp8_e5m2"]
 
 
 class ModelStorageSpec(StrictModel):
@@ -716,6 +843,20 @@ class PlatformSpec(StrictModel):
     gpu_operator: GpuOperatorSpec = Field(default_factory=GpuOperatorSpec)
     models: list[ModelDeploymentSpec] = Field(default_factory=list)
     inference: InferenceSpec = Field(default_factory=InferenceSpec)
+
+    @model_validator(mode="after")
+    def _profile_rules(self) -> PlatformSpec:
+        if self.profile == "government" and self.registry is not None and not self.registry.air_gapped:
+            raise ValueError(
+                "registry.air_gapped must be true in the government profile: everything comes from the site's own "
+                "registry"
+            )
+        if self.registry is not None and self.registry.harbor is not None and self.registry.pull_secret:
+            raise ValueError(
+                "registry.pull_secret only applies to registries the platform does not manage; Harbor's robot "
+                "accounts provide the pull secrets"
+            )
+        return self
 
     def pool(self, name: str) -> GpuPoolSpec:
         return next(p for p in self.node_pools if p.name == name)

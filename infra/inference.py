@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,7 +29,7 @@ from components.vllm import (
 )
 from infra.capacity import CapacityError, Plan, PlanRequest, gpu_type, plan, resolve_model
 from infra.capacity.models import ModelSpec as ModelFacts
-from infra.catalog import DEFAULT_DRIVER_VERSION, IMAGES
+from infra.catalog import DEFAULT_DRIVER_VERSION, IMAGES, Image
 from infra.config import (
     FULL_PLATFORM_KEY,
     GpuPoolSpec,
@@ -297,6 +298,8 @@ def vllm_service_args(
     tls: ServingTls | None = None,
     prometheus_url: str | None = None,
     contract: SchedulingContract | None = None,
+    pull_secret: str | None = None,
+    images: Mapping[str, Image] = IMAGES,
 ) -> VllmServiceArgs:
     """The component's arguments for one placed model."""
     m, p, pool = model.spec, model.plan, model.pool
@@ -341,7 +344,7 @@ def vllm_service_args(
         name=m.name,
         namespace=spec.namespaces.inference.name,
         instance=spec.name,
-        image=IMAGES["vllm"].render(spec.registry),
+        image=images["vllm"].render(spec.registry),
         served_model_name=m.served_name,
         tensor_parallel_size=p.tensor_parallel_size,
         pipeline_parallel_size=p.pipeline_parallel_size,
@@ -375,6 +378,7 @@ def vllm_service_args(
         if bench.enabled
         else None,
         surge_allowed=free_gpus(placed, pool) >= model.gpus_per_replica,
+        image_pull_secrets=[pull_secret] if pull_secret else [],
     )
 
 

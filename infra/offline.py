@@ -8,6 +8,7 @@ DESIGN.md; `check` (in `infra.checks`) runs the policy pack and schema validatio
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import math
@@ -201,6 +202,19 @@ class RecordingMocks(mocks.Mocks):
                 outputs["result"] = outputs.get("min", 0)
             elif kind == "RandomBytes":
                 outputs.update(base64="AAAA", hex="000000")
+        if typ == "docker:index/remoteImage:RemoteImage":
+            outputs["imageId"] = "sha256:" + hashlib.sha256(str(outputs.get("name")).encode()).hexdigest()
+            outputs["repoDigest"] = f"{outputs.get('name')}@{outputs['imageId']}"
+        elif typ == "docker:index/registryImage:RegistryImage":
+            outputs["sha256Digest"] = "sha256:" + hashlib.sha256(str(outputs.get("name")).encode()).hexdigest()
+        elif typ == "harbor:index/robotAccount:RobotAccount":
+            outputs["fullName"] = f"robot${outputs.get('name', args.name)}"
+            outputs["secret"] = _placeholder(args.name, "RobotSecret")
+            outputs["robotId"] = "1"
+        elif typ == "harbor:index/registry:Registry":
+            outputs["registryId"] = 1
+        elif typ == "harbor:index/project:Project":
+            outputs["projectId"] = 1
         if typ.startswith("kubernetes:") and isinstance(outputs.get("metadata"), dict):
             meta = dict(outputs["metadata"])
             meta.setdefault("uid", f"offline-{args.name}")
@@ -281,7 +295,11 @@ def stack_file(project_dir: Path, stack: str) -> Path:
 
 
 def available_stacks(project_dir: Path) -> list[str]:
-    return sorted(p.name[len("Pulumi.") : -len(".yaml")] for p in stacks_dir(project_dir).glob("Pulumi.*.yaml"))
+    return sorted(
+        p.name[len("Pulumi.") : -len(".yaml")]
+        for p in stacks_dir(project_dir).glob("Pulumi.*.yaml")
+        if not p.name.endswith(".lock.yaml")
+    )
 
 
 @dataclass(frozen=True)

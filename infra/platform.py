@@ -6,7 +6,7 @@ import dataclasses
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import pulumi
 import pulumi_kubernetes as k8s
@@ -18,27 +18,37 @@ from components.namespaces import (
     TenantRoles,
     TenantRolesArgs,
 )
+from components.registry import PULL_SECRET, HarborArgs, HarborProject, HarborRegistry, HarborReplication, secret_names
 from components.vllm import VllmService
 from infra.catalog import (
     CHARTS,
     DEFAULT_DRIVER_VERSION,
+    IMAGES,
     ChartRef,
     GpuPoolSettings,
+    Image,
+    chart_source,
     gpu_operator_values,
+    harbor_claims,
+    harbor_values,
     keda_values,
     lws_values,
 )
 from infra.config import (
     PLATFORM_LIMITS,
     POOL_LABEL,
+    PROFILE_SEVERITY,
     TENANT_ROLES,
     GpuPoolSpec,
     LimitRangeSpec,
     PlatformSpec,
     QuotaSpec,
+    RegistrySpec,
+    StackConfigError,
     project_dir,
     qualified_key,
 )
+from infra.images import LockError, apply_lock, load_lock, lock_path
 from infra.inference import PlacedModel, charts_needed, plan_models, vllm_service_args
 
 T = TypeVar("T")
@@ -77,6 +87,8 @@ class Platform:
     namespaces: dict[str, SecureNamespace] = field(default_factory=dict)
     models: list[PlacedModel] = field(default_factory=list)
     pools: dict[str, GpuNodePool] = field(default_factory=dict)
+    registry: HarborRegistry | None = None
+    images: dict[str, Image] = field(default_factory=lambda: dict(IMAGES))
     services: dict[str, VllmService] = field(default_factory=dict)
     charts: dict[str, k8s.helm.v4.Chart] = field(default_factory=dict)
 
@@ -174,14 +186,20 @@ def cluster_provider(spec: PlatformSpec) -> k8s.Provider:
 
 
 def chart(
-    name: str, ref: ChartRef, namespace: str, values: dict[str, object], opts: pulumi.ResourceOptions
+    name: str,
+    ref: ChartRef,
+    namespace: str,
+    values: dict[str, object],
+    opts: pulumi.ResourceOptions,
+    registry: RegistrySpec | None = None,
 ) -> k8s.helm.v4.Chart:
-    """A third-party system from its official chart, pinned in the catalog (its objects stay visible to policies)."""
-    repo = ref.repo_url()
+    """A third-party system from its official chart, pinned in the catalog (its objects stay visible to policies);
+    an air-gapped site takes it from its own registry."""
+    source, repo = chart_source(ref, registry)
     return k8s.helm.v4.Chart(
         name,
         name=name,
-        chart=ref.chart(),
+        chart=source,
         version=ref.version,
         namespace=namespace,
         repository_opts=k8s.helm.v4.RepositoryOptsArgs(repo=repo) if repo else None,
@@ -190,9 +208,21 @@ def chart(
     )
 
 
+def stack_images_pinned(spec: PlatformSpec) -> dict[str, Image]:
+    """The catalog, pinned to digests by the stack's lock file when it has one (`private-llm images lock`)."""
+    path = lock_path(project_dir(), pulumi.get_stack())
+    if not path.is_file():
+        return dict(IMAGES)
+    try:
+        return apply_lock(IMAGES, load_lock(path))
+    except LockError as exc:
+        raise StackConfigError([f"{path.name}: {exc}"], pulumi.get_stack()) from None
+
+
 def build_platform(spec: PlatformSpec) -> Platform:
     # Size and validate every model before anything is registered: a bad model fails the whole stack early.
     placed = plan_models(spec, project_dir())
+    images = stack_images_pinned(spec)
     provider = build("cluster-provider", "pulumi:providers:kubernetes", lambda: cluster_provider(spec))
     opts = pulumi.ResourceOptions(providers={"kubernetes": provider})
 
@@ -212,6 +242,16 @@ def build_platform(spec: PlatformSpec) -> Platform:
             limits=spec.namespaces.limits_for(role),
             extra_labels={"privatellm.io/platform-role": role},
         )
+        if role == "registry" and spec.registry is not None and spec.registry.harbor is not None:
+            # Every node's container runtime and every pod pulls from Harbor; Harbor's parts talk among themselves
+            # and reach only its declared backends (object storage, database, LDAP, DR Harbor).
+            args = dataclasses.replace(
+                args,
+                allow_within_namespace=True,
+                ingress_from_anywhere_ports=[8443, 443],
+                egress_cidrs=list(spec.registry.harbor.egress_cidrs),
+                egress_ports=[443, 5432, 6379, 636],
+            )
         if role == "operators":
             # Controllers (LeaderWorkerSet, KEDA) watch the API server, serve its webhooks and talk among
             # themselves; KEDA reads queue lengths from Prometheus.
@@ -242,6 +282,8 @@ def build_platform(spec: PlatformSpec) -> Platform:
                 ns_name, args, opts=pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(depends_on=[roles]))
             )
     platform.models = placed
+    platform.images = images
+    build_registry(spec, platform, opts)
     build_gpu(spec, platform, opts)
     build_inference(spec, platform, opts)
     return platform
@@ -303,6 +345,157 @@ def pool_args(spec: PlatformSpec, pool: GpuPoolSpec) -> GpuNodePoolArgs:
     )
 
 
+def pull_secret_name(spec: PlatformSpec) -> str | None:
+    """The dockerconfigjson Secret every image-consuming namespace holds (Harbor robot, or the stack's own)."""
+    if spec.registry is None:
+        return None
+    if spec.registry.harbor is not None:
+        return PULL_SECRET
+    return spec.registry.pull_secret
+
+
+# Where each chart takes its imagePullSecrets (names of Secrets in the release namespace).
+PULL_SECRET_PATHS: dict[str, tuple[tuple[str, ...], ...]] = {
+    "lws": (("imagePullSecrets",),),
+    "keda": (("imagePullSecrets",),),
+    "gpu-operator": tuple(
+        (component, "imagePullSecrets")
+        for component in (
+            "operator",
+            "validator",
+            "driver",
+            "toolkit",
+            "devicePlugin",
+            "gfd",
+            "dcgmExporter",
+            "migManager",
+        )
+    ),
+}
+
+
+def with_pull_secret(chart_name: str, values: dict[str, Any], secret: str | None) -> dict[str, Any]:
+    if secret is None:
+        return values
+    for path in PULL_SECRET_PATHS.get(chart_name, ()):
+        node = values
+        for key in path[:-1]:
+            node = node.setdefault(key, {})
+        # The GPU Operator takes names; the other charts take LocalObjectReferences.
+        node[path[-1]] = [secret] if chart_name == "gpu-operator" else [{"name": secret}]
+    return values
+
+
+def pull_namespaces(spec: PlatformSpec) -> list[str]:
+    """Namespaces whose pods pull from the registry."""
+    namespaces = [spec.namespaces.inference.name, spec.namespaces.operators.name]
+    if spec.node_pools and spec.gpu_operator.enabled:
+        namespaces.append(spec.gpu_operator.namespace)
+    return namespaces
+
+
+def pull_dependencies(platform: Platform) -> list[pulumi.Resource]:
+    return list(platform.registry.pull_secrets) if platform.registry is not None else []
+
+
+def build_registry(spec: PlatformSpec, platform: Platform, opts: pulumi.ResourceOptions) -> None:
+    """Harbor in the registry namespace, configured as code, with pull secrets for the consuming namespaces."""
+    registry = spec.registry
+    if registry is None or registry.harbor is None:
+        return
+    h = registry.harbor
+    severity = h.vulnerability_severity or PROFILE_SEVERITY[spec.profile]
+    projects = [
+        HarborProject(registry.platform_project, severity),
+        HarborProject(registry.models_project, severity),
+        HarborProject(registry.charts_project, severity),
+    ]
+    if not registry.air_gapped:
+        projects += [
+            HarborProject(f"proxy-{p.name}", severity, proxy_endpoint=p.endpoint, proxy_provider=p.provider)
+            for p in h.proxy_caches
+        ]
+    ref = CHARTS["harbor"]
+    source, repo = chart_source(ref, None)  # Harbor cannot come from itself: its chart comes from upstream or a file
+    names = secret_names()
+    auth: dict[str, Any] | None = None
+    auth_mode: Literal["ldap_auth", "oidc_auth"] | None = None
+    if h.auth is not None:
+        if h.auth.mode == "ldap":
+            auth_mode = "ldap_auth"
+            auth = {
+                "ldap_url": h.auth.ldap_url,
+                "ldap_base_dn": h.auth.ldap_base_dn,
+                "ldap_search_dn": h.auth.ldap_search_dn,
+                "ldap_search_password": _config_secret(str(h.auth.ldap_search_password_secret)),
+                "ldap_uid": h.auth.ldap_uid,
+                "ldap_verify_cert": True,
+                "ldap_group_base_dn": h.auth.ldap_group_base_dn,
+                "ldap_group_admin_dn": h.auth.ldap_group_admin_dn,
+            }
+        else:
+            auth_mode = "oidc_auth"
+            auth = {
+                "oidc_name": "corporate-sso",
+                "oidc_endpoint": h.auth.oidc_endpoint,
+                "oidc_client_id": h.auth.oidc_client_id,
+                "oidc_client_secret": _config_secret(str(h.auth.oidc_client_secret_secret)),
+                "oidc_groups_claim": h.auth.oidc_groups_claim,
+                "oidc_admin_group": h.auth.oidc_admin_group,
+                "oidc_scope": "openid,profile,email,offline_access",
+                "oidc_verify_cert": True,
+                "oidc_auto_onboard": True,
+                "oidc_user_claim": "preferred_username",
+            }
+    args = HarborArgs(
+        namespace=spec.namespaces.registry.name,
+        instance=spec.name,
+        host=registry.host,
+        chart=source,
+        chart_version=ref.version,
+        chart_repository=repo,
+        values=harbor_values(spec, names, platform.images),
+        projects=projects,
+        pull_namespaces=pull_namespaces(spec),
+        pull_projects=[registry.platform_project, registry.models_project],
+        claims=harbor_claims(spec),
+        s3_credentials=(
+            _config_secret(str(h.storage.access_key_id_secret)),
+            _config_secret(str(h.storage.secret_access_key_secret)),
+        )
+        if h.storage.type == "s3"
+        else None,
+        database_password=_config_secret(str(h.database.password_secret)) if h.database else None,
+        redis_password=_config_secret(str(h.redis.password_secret)) if h.redis and h.redis.password_secret else None,
+        retention_keep_most_recent=h.retention_keep_most_recent,
+        retention_schedule=h.retention_schedule,
+        replication=HarborReplication(
+            endpoint=h.replication.endpoint,
+            username=h.replication.username,
+            password=_config_secret(str(h.replication.password_secret)),
+            schedule=h.replication.schedule,
+        )
+        if h.replication
+        else None,
+        auth={k: v for k, v in auth.items() if v is not None} if auth else None,
+        auth_mode=auth_mode,
+    )
+    depends = [platform.namespaces[n] for n in pull_namespaces(spec) if n in platform.namespaces]
+    registry_ns = platform.namespaces[spec.namespaces.registry.name]
+    with building("harbor", "privatellm:registry:Harbor"):
+        platform.registry = HarborRegistry(
+            "harbor",
+            args,
+            opts=pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(depends_on=[registry_ns, *depends])),
+        )
+
+
+def _config_secret(ref: str) -> pulumi.Output[str]:
+    key = qualified_key(ref)
+    namespace, _, name = key.partition(":")
+    return pulumi.Config(namespace).require_secret(name)
+
+
 def build_gpu(spec: PlatformSpec, platform: Platform, opts: pulumi.ResourceOptions) -> None:
     """GPU node pools and the NVIDIA GPU Operator (in its documented privileged namespace)."""
     if not spec.node_pools:
@@ -359,11 +552,16 @@ def build_gpu(spec: PlatformSpec, platform: Platform, opts: pulumi.ResourceOptio
         )
         for p in spec.node_pools
     ]
-    values = gpu_operator_values(
-        registry,
-        install_driver=operator.driver == "operator",
-        driver_version=operator.driver_version or DEFAULT_DRIVER_VERSION,
-        pools=settings,
+    values = with_pull_secret(
+        "gpu-operator",
+        gpu_operator_values(
+            registry,
+            install_driver=operator.driver == "operator",
+            driver_version=operator.driver_version or DEFAULT_DRIVER_VERSION,
+            pools=settings,
+            images=platform.images,
+        ),
+        pull_secret_name(spec),
     )
     with building("gpu-operator", "kubernetes:helm.sh/v4:Chart"):
         platform.charts["gpu-operator"] = chart(
@@ -372,8 +570,12 @@ def build_gpu(spec: PlatformSpec, platform: Platform, opts: pulumi.ResourceOptio
             ns,
             values,
             pulumi.ResourceOptions.merge(
-                opts, pulumi.ResourceOptions(depends_on=[platform.namespaces[ns], *platform.pools.values()])
+                opts,
+                pulumi.ResourceOptions(
+                    depends_on=[platform.namespaces[ns], *platform.pools.values(), *pull_dependencies(platform)]
+                ),
             ),
+            spec.registry,
         )
 
 
@@ -394,13 +596,23 @@ def build_inference(spec: PlatformSpec, platform: Platform, opts: pulumi.Resourc
         if not wanted:
             continue
         with building(name, "kubernetes:helm.sh/v4:Chart"):
-            platform.charts[name] = chart(name, CHARTS[name], operators_ns, values(spec.registry), operators_opts)
+            chart_values = with_pull_secret(name, values(spec.registry, platform.images), pull_secret_name(spec))
+            platform.charts[name] = chart(name, CHARTS[name], operators_ns, chart_values, operators_opts, spec.registry)
             controllers.append(platform.charts[name])
     gpu_stack: list[pulumi.Resource] = [*platform.pools.values()]
     if "gpu-operator" in platform.charts:
         gpu_stack.append(platform.charts["gpu-operator"])
-    model_opts = pulumi.ResourceOptions.merge(after_ns, pulumi.ResourceOptions(depends_on=[*controllers, *gpu_stack]))
+    model_opts = pulumi.ResourceOptions.merge(
+        after_ns, pulumi.ResourceOptions(depends_on=[*controllers, *gpu_stack, *pull_dependencies(platform)])
+    )
     for model in platform.models:
         with building(model.spec.name, "privatellm:inference:VllmService"):
-            args = vllm_service_args(spec, model, platform.models, contract=platform.pools[model.pool.name].contract)
+            args = vllm_service_args(
+                spec,
+                model,
+                platform.models,
+                contract=platform.pools[model.pool.name].contract,
+                pull_secret=pull_secret_name(spec),
+                images=platform.images,
+            )
             platform.services[model.spec.name] = VllmService(model.spec.name, args, opts=model_opts)
