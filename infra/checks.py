@@ -10,7 +10,7 @@ import asyncio
 import inspect
 import json
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,10 +26,10 @@ from pulumi_policy import (
 
 from infra.config import FULL_PLATFORM_KEY, PlatformSpec, parse_platform
 from infra.offline import RecordedResource, Recording, StackConfig
-from infra.platform import gpu_operator_exemptions
+from infra.platform import stack_pack_config
 from infra.schemas import CrdSchemas, is_builtin, validate_builtin
 from policies.base import Rule, exemption_for, namespace_of
-from policies.registry import RESOURCE_RULES, STACK_RULES, enforcement_of, policy_config
+from policies.registry import RESOURCE_RULES, STACK_RULES, enforcement_of, level_for
 
 SCHEMA_POLICY = "kubernetes-schema"
 CRD_POLICY = "crd-schema"
@@ -120,19 +120,28 @@ def _pair_collector(violations: list[tuple[str, str | None]]) -> Callable[[str, 
     return report
 
 
-def _level(policy: Any) -> str:
-    level = enforcement_of(policy)
+def _level(policy: Any, config: Mapping[str, Any] | None = None) -> str:
+    level = level_for(policy, config) if config is not None else enforcement_of(policy)
     return "mandatory" if level in (EnforcementLevel.MANDATORY, EnforcementLevel.REMEDIATE) else level.value
+
+
+def _config_for(policy: Any, config: Mapping[str, Any]) -> dict[str, Any]:
+    """The config one policy receives: per-policy documents (pack config) or one shared document."""
+    if policy.name in config and isinstance(config[policy.name], Mapping):
+        return dict(config[policy.name])
+    return dict(config)
 
 
 def run_resource_rules(
     recording: Recording, config: dict[str, Any], rules: list[Rule] | None = None
 ) -> list[CheckResult]:
     results: list[CheckResult] = []
+    shared = config
     for rule in rules if rules is not None else RESOURCE_RULES:
-        if rule.enforcement_level == EnforcementLevel.DISABLED:
+        config = _config_for(rule, shared)
+        if level_for(rule, config) == EnforcementLevel.DISABLED:
             continue
-        level = _level(rule)
+        level = _level(rule, config)
         for resource in recording.resources:
             if not rule.applies_to(resource.type):
                 continue
@@ -185,10 +194,12 @@ def run_stack_rules(recording: Recording, config: dict[str, Any]) -> list[CheckR
     results: list[CheckResult] = []
     resources = policy_resources(recording)
     by_urn = recording.by_urn()
+    shared = config
     for rule in STACK_RULES:
-        if rule.enforcement_level == EnforcementLevel.DISABLED:
+        config = _config_for(rule, shared)
+        if level_for(rule, config) == EnforcementLevel.DISABLED:
             continue
-        level = _level(rule)
+        level = _level(rule, config)
         violations: list[tuple[str, str | None]] = []
         args = StackValidationArgs(resources=resources, config=config)
         _await(rule.validate(args, _pair_collector(violations)))
@@ -237,14 +248,14 @@ def spec_of(config: StackConfig) -> PlatformSpec:
 
 def check_recording(recording: Recording, spec: PlatformSpec, crd_dir: Path | None = None) -> CheckReport:
     version = spec.cluster.kubernetes_version
-    config = policy_config(kubernetes_version=version, exempt_namespaces=gpu_operator_exemptions(spec))
+    config = stack_pack_config(spec)
     report = CheckReport(
         stack=recording.stack,
         profile=spec.profile,
         kubernetes_version=version,
         resources=sum(1 for r in recording.resources if r.custom),
     )
-    report.policies = [(p.name, _level(p)) for p in [*RESOURCE_RULES, *STACK_RULES]]
+    report.policies = [(p.name, _level(p, _config_for(p, config))) for p in [*RESOURCE_RULES, *STACK_RULES]]
     report.policies += [(SCHEMA_POLICY, "mandatory"), (CRD_POLICY, "mandatory")]
     report.results.extend(run_resource_rules(recording, config))
     report.results.extend(run_stack_rules(recording, config))

@@ -373,15 +373,14 @@ def doctor(
     ),
 )
 def policy_config_command(stack: StackOption, project_dir: ProjectOption = None) -> None:
-    from infra.platform import gpu_operator_exemptions
-    from policies.registry import pack_config
+    from infra.platform import stack_pack_config
 
     root = project_dir or find_project_dir()
     try:
         spec = spec_of(load_stack_config(root, stack))
     except (OfflineError, StackConfigError) as exc:
         raise fail(str(exc)) from None
-    document = pack_config(spec.cluster.kubernetes_version, gpu_operator_exemptions(spec))
+    document = stack_pack_config(spec)
     sys.stdout.write(json.dumps(document, indent=2, sort_keys=True) + "\n")
 
 

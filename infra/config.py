@@ -679,7 +679,9 @@ class RegistrySpec(StrictModel):
     air_gapped: bool = False
     """Nothing is pulled from the internet: charts come from oci://<host>/<charts_project> and no proxy cache."""
     harbor: HarborSpec | None = None
-    pull_secret: DnsLabel | None = None
+    immutable_projects: list[DnsLabel] = Field(default_factory=list)
+    """For a registry the platform does not manage: projects whose tags cannot be overwritten."""
+    pull_secret_name: DnsLabel | None = None
     """For a registry the platform does not manage: the dockerconfigjson Secret (same name in every namespace)."""
 
     @model_validator(mode="after")
@@ -851,9 +853,9 @@ class PlatformSpec(StrictModel):
                 "registry.air_gapped must be true in the government profile: everything comes from the site's own "
                 "registry"
             )
-        if self.registry is not None and self.registry.harbor is not None and self.registry.pull_secret:
+        if self.registry is not None and self.registry.harbor is not None and self.registry.pull_secret_name:
             raise ValueError(
-                "registry.pull_secret only applies to registries the platform does not manage; Harbor's robot "
+                "registry.pull_secret_name only applies to registries the platform does not manage; Harbor's robot "
                 "accounts provide the pull secrets"
             )
         return self

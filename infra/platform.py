@@ -50,6 +50,7 @@ from infra.config import (
 )
 from infra.images import LockError, apply_lock, load_lock, lock_path
 from infra.inference import PlacedModel, charts_needed, plan_models, vllm_service_args
+from policies.registry import policy_config, profile_pack_config
 
 T = TypeVar("T")
 
@@ -302,6 +303,31 @@ def gpu_operator_exemptions(spec: PlatformSpec) -> dict[str, str]:
     return {}
 
 
+def stack_policy_config(spec: PlatformSpec) -> dict[str, Any]:
+    """What the policies need to know about a stack: target version, documented exemptions, its registries."""
+    allowed: list[str] = []
+    immutable: list[str] = []
+    registry = spec.registry
+    if registry is not None:
+        allowed.append(registry.host)
+        if registry.harbor is not None:
+            allowed.append(registry.harbor.bootstrap_registry)
+            # The platform's Harbor projects carry a tag-immutability rule.
+            immutable += [f"{registry.host}/{p}" for p in (registry.platform_project, registry.models_project)]
+        immutable += [f"{registry.host}/{p}" for p in registry.immutable_projects]
+    return policy_config(
+        kubernetes_version=spec.cluster.kubernetes_version,
+        exempt_namespaces=gpu_operator_exemptions(spec),
+        allowed_registries=allowed,
+        immutable_repositories=immutable,
+    )
+
+
+def stack_pack_config(spec: PlatformSpec) -> dict[str, Any]:
+    """Per-policy config with the profile's enforcement levels: offline check and `--policy-pack-config` alike."""
+    return profile_pack_config(spec.profile, stack_policy_config(spec))
+
+
 def pool_args(spec: PlatformSpec, pool: GpuPoolSpec) -> GpuNodePoolArgs:
     labels = dict(pool.labels)
     if pool.time_slicing is not None:
@@ -351,7 +377,7 @@ def pull_secret_name(spec: PlatformSpec) -> str | None:
         return None
     if spec.registry.harbor is not None:
         return PULL_SECRET
-    return spec.registry.pull_secret
+    return spec.registry.pull_secret_name
 
 
 # Where each chart takes its imagePullSecrets (names of Secrets in the release namespace).

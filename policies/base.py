@@ -34,6 +34,18 @@ COMMON_CONFIG = PolicyConfigSchema(
             "pattern": r"^1\.[0-9]+$",
             "description": "Target Kubernetes minor version; version-gated checks follow Pod Security Admission.",
         },
+        "allowedRegistries": {
+            "type": "array",
+            "items": {"type": "string"},
+            "default": [],
+            "description": "Registry hosts images may come from (the stack's own registry).",
+        },
+        "immutableRepositories": {
+            "type": "array",
+            "items": {"type": "string"},
+            "default": [],
+            "description": "Repository prefixes whose tags are immutable (Harbor projects with an immutability rule).",
+        },
         "exemptNamespaces": {
             "type": "object",
             "default": {},

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from pulumi_policy import EnforcementLevel, Policy
@@ -9,11 +10,12 @@ from pulumi_policy import EnforcementLevel, Policy
 from policies.base import DEFAULT_KUBERNETES_VERSION, Rule, StackRule
 from policies.namespaces import NAMESPACE_RULES, STACK_RULES
 from policies.podsecurity import POD_SECURITY_RULES
+from policies.supplychain import SUPPLY_CHAIN_RULES
 
 PACK_NAME = "private-llm-baseline"
 PACK_DESCRIPTION = "private-llm compliance baseline: Pod Security Standards restricted, CIS/NSA namespace isolation"
 
-RESOURCE_RULES: list[Rule] = [*POD_SECURITY_RULES, *NAMESPACE_RULES]
+RESOURCE_RULES: list[Rule] = [*POD_SECURITY_RULES, *NAMESPACE_RULES, *SUPPLY_CHAIN_RULES]
 ALL_STACK_RULES: list[StackRule] = list(STACK_RULES)
 ALL_POLICIES: list[Policy] = [*RESOURCE_RULES, *ALL_STACK_RULES]
 
@@ -31,20 +33,50 @@ _unique_names()
 def policy_config(
     kubernetes_version: str = DEFAULT_KUBERNETES_VERSION,
     exempt_namespaces: dict[str, str] | None = None,
+    allowed_registries: list[str] | None = None,
+    immutable_repositories: list[str] | None = None,
 ) -> dict[str, Any]:
     """The config every policy receives (the same keys `--policy-pack-config` sets for the real engine)."""
-    return {"kubernetesVersion": kubernetes_version, "exemptNamespaces": dict(exempt_namespaces or {})}
+    return {
+        "kubernetesVersion": kubernetes_version,
+        "exemptNamespaces": dict(exempt_namespaces or {}),
+        "allowedRegistries": list(allowed_registries or []),
+        "immutableRepositories": list(immutable_repositories or []),
+    }
 
 
 def enforcement_of(policy: Policy) -> EnforcementLevel:
     return policy.enforcement_level or EnforcementLevel.MANDATORY
 
 
-def pack_config(
-    kubernetes_version: str = DEFAULT_KUBERNETES_VERSION,
-    exempt_namespaces: dict[str, str] | None = None,
-) -> dict[str, Any]:
+def pack_config(config: dict[str, Any]) -> dict[str, Any]:
     """The `--policy-pack-config` document for `pulumi preview --policy-pack policies`: every policy gets the same
     config the offline check uses, so that both reach the same verdicts."""
-    config = policy_config(kubernetes_version, exempt_namespaces)
     return {policy.name: dict(config) for policy in ALL_POLICIES}
+
+
+# Enforcement per compliance profile: what the baseline profile only warns about (a developer's registry may not
+# offer immutable tags); every other profile enforces everything.
+PROFILE_LEVELS: dict[str, dict[str, EnforcementLevel]] = {
+    "baseline": {"images-pinned": EnforcementLevel.ADVISORY},
+    "finance": {},
+    "healthcare": {},
+    "government": {},
+}
+
+
+def level_for(policy: Policy, config: Mapping[str, Any]) -> EnforcementLevel:
+    """The enforcement level the config gives a policy (`enforcementLevel`, as in --policy-pack-config), else
+    its own."""
+    value = config.get("enforcementLevel")
+    if isinstance(value, str):
+        return EnforcementLevel(value)
+    return enforcement_of(policy)
+
+
+def profile_pack_config(profile: str, config: dict[str, Any]) -> dict[str, Any]:
+    """Per-policy config with the profile's enforcement levels, the same document for offline and the engine."""
+    document = pack_config(config)
+    for name, level in PROFILE_LEVELS.get(profile, {}).items():
+        document[name]["enforcementLevel"] = level.value
+    return document

@@ -157,7 +157,12 @@ def test_every_rendered_flag_exists_in_the_pinned_release() -> None:
 
 def test_pod_is_hardened_and_passes_every_pod_security_rule() -> None:
     rec = record(base(tls=TLS, benchmark=Benchmark([1, 8], 100, 512, 128)))
-    results = run_resource_rules(rec, policy_config("1.31"))
+    config = policy_config(
+        "1.31",
+        allowed_registries=["harbor.bank.internal"],
+        immutable_repositories=["harbor.bank.internal/platform"],
+    )
+    results = run_resource_rules(rec, config)
     assert results and all(r.passed for r in results), [r for r in results if not r.passed]
     pod = one(rec, "Deployment")["spec"]["template"]["spec"]
     assert pod["automountServiceAccountToken"] is False

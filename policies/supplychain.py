@@ -1,0 +1,142 @@
+"""Supply-chain controls: images only from the site's own registry, pinned; charts pinned and visible to the pack.
+
+Sources: CIS Kubernetes Benchmark 5.5.1 (image provenance), OWASP Top 10 for LLM Applications 2025 LLM03
+(supply chain), NSA/CISA hardening guidance (trusted registries, immutable images).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import Any
+
+from pulumi_policy import Severity
+
+from policies.base import POD_TYPES, Rule, Standard, cis, containers, nsa, pod_templates, where_prefix
+
+OWASP_LLM = "OWASP Top 10 for LLM Applications"
+
+
+def owasp(item: str) -> Standard:
+    return Standard(OWASP_LLM, "2025", item)
+
+
+_DIGEST = re.compile(r"@sha256:[0-9a-f]{64}$")
+_SEMVER_RANGE = re.compile(r"[\^~*xX<>=|]|\s|^$")
+
+
+def split_image(image: str) -> tuple[str, str, str | None, str | None]:
+    """(registry host, repository path, tag, digest) of an image reference, Docker's rules for the host."""
+    digest = None
+    if "@" in image:
+        image, digest = image.split("@", 1)
+    first, _, rest = image.partition("/")
+    if rest and ("." in first or ":" in first or first == "localhost"):
+        host, path = first, rest
+    else:
+        host, path = "docker.io", image
+    tag = None
+    last = path.rsplit("/", 1)[-1]
+    if ":" in last:
+        path, tag = path.rsplit(":", 1)
+    return host, path, tag, digest
+
+
+def _images(resource_type: str, props: Mapping[str, Any]) -> list[tuple[str, str]]:
+    found = []
+    for template in pod_templates(resource_type, props):
+        for label, c in containers(template.spec):
+            image = c.get("image")
+            if isinstance(image, str):
+                found.append((where_prefix(template) + label, image))
+    return found
+
+
+def registry_check(resource_type: str, props: Mapping[str, Any], config: Mapping[str, Any]) -> list[str]:
+    allowed = [str(h) for h in config.get("allowedRegistries") or []]
+    out = []
+    for label, image in _images(resource_type, props):
+        host = split_image(image)[0]
+        if not allowed:
+            out.append(f"{label} image host {host!r} cannot be checked: allowedRegistries is not configured")
+        elif host not in allowed:
+            out.append(f"{label} pulls from {host!r}; only {', '.join(allowed)} are allowed")
+    return out
+
+
+def pinned_check(resource_type: str, props: Mapping[str, Any], config: Mapping[str, Any]) -> list[str]:
+    immutable = [str(p) for p in config.get("immutableRepositories") or []]
+    out = []
+    for label, image in _images(resource_type, props):
+        host, path, tag, digest = split_image(image)
+        if tag in (None, "latest") and digest is None:
+            out.append(f"{label} image {image!r} has no pinned tag (no tag or :latest)")
+        elif digest is None and not any(f"{host}/{path}".startswith(prefix.rstrip("/") + "/") for prefix in immutable):
+            out.append(
+                f"{label} image {image!r} is neither digest-pinned nor in an immutable-tag repository; "
+                "lock digests (private-llm images lock) or push to a Harbor project with tag immutability"
+            )
+    return out
+
+
+def chart_check(resource_type: str, props: Mapping[str, Any], config: Mapping[str, Any]) -> list[str]:
+    version = props.get("version")
+    if not isinstance(version, str) or _SEMVER_RANGE.search(version):
+        return [f"chart {props.get('chart')!r} version {version!r} is not pinned to one release"]
+    return []
+
+
+def release_check(resource_type: str, props: Mapping[str, Any], config: Mapping[str, Any]) -> list[str]:
+    return [
+        f"helm.v3.Release {props.get('name') or props.get('chart')!r} hides its objects from the policy pack; "
+        "use kubernetes.helm.v4.Chart"
+    ]
+
+
+SUPPLY_CHAIN_RULES: list[Rule] = [
+    Rule(
+        name="images-from-internal-registry",
+        description=(
+            "Every image comes from the site's own registry: nothing is pulled from the internet at run time, and "
+            "only scanned, approved images can run."
+        ),
+        check=registry_check,
+        resource_types=POD_TYPES,
+        standards=(cis("5.5.1"), owasp("LLM03: Supply Chain"), nsa("Image security: trusted registries")),
+        remediation="Render images through registry.host (the platform's catalog does); mirror upstream images first.",
+        severity=Severity.CRITICAL,
+    ),
+    Rule(
+        name="images-pinned",
+        description=(
+            "An image reference must name one immutable artifact: a digest, or a tag in a repository whose tags "
+            "cannot be overwritten; never :latest."
+        ),
+        check=pinned_check,
+        resource_types=POD_TYPES,
+        standards=(cis("5.5.1"), owasp("LLM03: Supply Chain")),
+        remediation="Run `private-llm images lock --stack S` to pin digests, or use Harbor projects with immutability.",
+        severity=Severity.HIGH,
+    ),
+    Rule(
+        name="charts-pinned",
+        description="A chart version must be one release, so that a preview shows exactly what an update installs.",
+        check=chart_check,
+        resource_types=["kubernetes:helm.sh/v4:Chart", "kubernetes:helm.sh/v3:Chart"],
+        standards=(owasp("LLM03: Supply Chain"),),
+        remediation="Pin the chart version in the catalog (infra/catalog.py CHARTS).",
+        severity=Severity.HIGH,
+    ),
+    Rule(
+        name="no-helm-release",
+        description=(
+            "helm.v3.Release installs objects the policy pack never sees; charts are installed with "
+            "kubernetes.helm.v4.Chart so that every object is checked."
+        ),
+        check=release_check,
+        resource_types=["kubernetes:helm.sh/v3:Release"],
+        standards=(owasp("LLM03: Supply Chain"),),
+        remediation="Replace the Release with kubernetes.helm.v4.Chart.",
+        severity=Severity.HIGH,
+    ),
+]
