@@ -56,6 +56,18 @@ IMAGES: dict[str, Image] = {
     "dcgm-exporter": Image("nvcr.io/nvidia/k8s/dcgm-exporter", "4.6.0-4.8.3-distroless"),
     "mig-manager": Image("nvcr.io/nvidia/cloud-native/k8s-mig-manager", "v0.15.0"),
     "node-feature-discovery": Image("registry.k8s.io/nfd/node-feature-discovery", "v0.19.0"),
+    # cert-manager v1.21.1 and trust-manager v0.24.0 (quay.io/jetstack charts).
+    **{
+        f"cert-manager-{part}": Image(f"quay.io/jetstack/cert-manager-{part}", "v1.21.1")
+        for part in ("controller", "webhook", "cainjector", "acmesolver", "startupapicheck")
+    },
+    "trust-manager": Image("quay.io/jetstack/trust-manager", "v0.24.0"),
+    # Envoy Gateway v1.9.0 (its proxy and rate-limit images as pinned by that release) and Envoy AI Gateway v1.1.0.
+    "envoy-gateway": Image("docker.io/envoyproxy/gateway", "v1.9.0"),
+    "envoy-proxy": Image("docker.io/envoyproxy/envoy", "distroless-v1.39.0"),
+    "envoy-ratelimit": Image("docker.io/envoyproxy/ratelimit", "17b1956c"),
+    "ai-gateway-controller": Image("docker.io/envoyproxy/ai-gateway-controller", "v1.1.0"),
+    "ai-gateway-extproc": Image("docker.io/envoyproxy/ai-gateway-extproc", "v1.1.0"),
     # Harbor v2.15.1 (chart harbor 1.19.1); pulled from the bootstrap registry, since Harbor cannot serve itself
     # before it exists.
     **{
@@ -97,6 +109,11 @@ CHARTS: dict[str, ChartRef] = {
     "keda": ChartRef("keda", "2.20.2", "https://kedacore.github.io/charts"),
     "gpu-operator": ChartRef("gpu-operator", "v26.7.0", "https://helm.ngc.nvidia.com/nvidia"),
     "harbor": ChartRef("harbor", "1.19.1", "https://helm.goharbor.io"),
+    "cert-manager": ChartRef("cert-manager", "v1.21.1", "oci://quay.io/jetstack/charts"),
+    "trust-manager": ChartRef("trust-manager", "v0.24.0", "oci://quay.io/jetstack/charts"),
+    "envoy-gateway": ChartRef("gateway-helm", "v1.9.0", "oci://docker.io/envoyproxy"),
+    "ai-gateway-crds": ChartRef("ai-gateway-crds-helm", "v1.1.0", "oci://docker.io/envoyproxy"),
+    "ai-gateway": ChartRef("ai-gateway-helm", "v1.1.0", "oci://docker.io/envoyproxy"),
 }
 
 
@@ -275,6 +292,11 @@ CHART_IMAGES: dict[str, tuple[str, ...]] = {
     "lws": ("lws",),
     "keda": ("keda", "keda-metrics-apiserver", "keda-admission-webhooks"),
     "harbor": tuple(k for k in IMAGES if k.startswith("harbor-")),
+    "cert-manager": tuple(k for k in IMAGES if k.startswith("cert-manager-")),
+    "trust-manager": ("trust-manager",),
+    "envoy-gateway": ("envoy-gateway", "envoy-proxy", "envoy-ratelimit"),
+    "ai-gateway-crds": (),
+    "ai-gateway": ("ai-gateway-controller", "ai-gateway-extproc"),
 }
 
 
@@ -408,4 +430,124 @@ def harbor_values(spec: PlatformSpec, secrets: dict[str, str], images: Mapping[s
         "redis": redis,
         "exporter": {"image": image("harbor-exporter")},
         "metrics": {"enabled": True, "serviceMonitor": {"enabled": True}},
+    }
+
+
+def _full(image: Image, registry: RegistrySpec) -> str:
+    """`<host>/<project>/<path>` without tag."""
+    host, repository = _split(image, registry)
+    return f"{host}/{repository}"
+
+
+def cert_manager_values(registry: RegistrySpec, images: Mapping[str, Image] = IMAGES) -> dict[str, Any]:
+    """cert-manager chart (jetstack, deploy/charts/cert-manager v1.21.1): CRDs kept on uninstall, images through the
+    registry, restricted pods, ServiceMonitor on."""
+
+    def image(part: str) -> dict[str, str]:
+        ref = images[f"cert-manager-{part}"]
+        return {"repository": _full(ref, registry), "tag": pinned_tag(ref), "pullPolicy": "IfNotPresent"}
+
+    pod = {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}}
+    container = {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True, "capabilities": {"drop": ["ALL"]}}
+    values: dict[str, Any] = {
+        "crds": {"enabled": True, "keep": True},
+        "enableCertificateOwnerRef": True,
+        "image": image("controller"),
+        "securityContext": pod,
+        "containerSecurityContext": container,
+        "prometheus": {"enabled": True, "servicemonitor": {"enabled": True}},
+    }
+    for part in ("webhook", "cainjector", "acmesolver", "startupapicheck"):
+        values[part] = {"image": image(part)}
+        if part != "acmesolver":
+            values[part].update(securityContext=pod, containerSecurityContext=container)
+    return values
+
+
+def trust_manager_values(
+    registry: RegistrySpec, trust_namespace: str, images: Mapping[str, Image] = IMAGES
+) -> dict[str, Any]:
+    """trust-manager chart (jetstack, v0.24.0): only the platform CA is trusted — no public CA package."""
+    ref = images["trust-manager"]
+    return {
+        "crds": {"enabled": True, "keep": True},
+        "image": {"repository": _full(ref, registry), "tag": pinned_tag(ref), "pullPolicy": "IfNotPresent"},
+        "defaultPackage": {"enabled": False},
+        "secretTargets": {"enabled": False},
+        "app": {
+            "trust": {"namespace": trust_namespace},
+            "securityContext": RESTRICTED_CONTAINER,
+            "metrics": {"service": {"servicemonitor": {"enabled": True}}},
+        },
+        "podSecurityContext": RESTRICTED_POD,
+    }
+
+
+AI_GATEWAY_NAMESPACE = "envoy-ai-gateway-system"
+ENVOY_GATEWAY_NAMESPACE = "envoy-gateway-system"
+
+
+def envoy_gateway_values(
+    registry: RegistrySpec, redis_url: str | None, images: Mapping[str, Image] = IMAGES
+) -> dict[str, Any]:
+    """Envoy Gateway chart (gateway-helm v1.9.0) configured for Envoy AI Gateway (its extension server), proxies in
+    the Gateway's own namespace, global rate limits in Redis."""
+
+    def ref(key: str) -> str:
+        image = images[key]
+        return f"{_full(image, registry)}:{pinned_tag(image)}"
+
+    config: dict[str, Any] = {
+        "gateway": {"controllerName": "gateway.envoyproxy.io/gatewayclass-controller"},
+        "provider": {"type": "Kubernetes", "kubernetes": {"deploy": {"type": "GatewayNamespace"}}},
+        "extensionApis": {"enableEnvoyPatchPolicy": True, "enableBackend": True},
+        "extensionManager": {
+            "hooks": {
+                "xdsTranslator": {
+                    "translation": {
+                        "listener": {"includeAll": True},
+                        "route": {"includeAll": True},
+                        "cluster": {"includeAll": True},
+                        "secret": {"includeAll": True},
+                    },
+                    "post": ["Translation", "Cluster", "Route"],
+                }
+            },
+            "service": {
+                "fqdn": {"hostname": f"ai-gateway-controller.{AI_GATEWAY_NAMESPACE}.svc.cluster.local", "port": 1063}
+            },
+        },
+    }
+    if redis_url:
+        config["rateLimit"] = {"backend": {"type": "Redis", "redis": {"url": redis_url}}}
+    return {
+        "global": {
+            "images": {
+                "envoyGateway": {"image": ref("envoy-gateway"), "pullPolicy": "IfNotPresent"},
+                "ratelimit": {"image": ref("envoy-ratelimit"), "pullPolicy": "IfNotPresent"},
+                "envoyProxy": {"image": ref("envoy-proxy"), "pullPolicy": "IfNotPresent"},
+            }
+        },
+        "config": {"envoyGateway": config},
+        "deployment": {
+            "envoyGateway": {"securityContext": RESTRICTED_CONTAINER},
+            "pod": {"securityContext": RESTRICTED_POD},
+        },
+    }
+
+
+def ai_gateway_values(registry: RegistrySpec, images: Mapping[str, Image] = IMAGES) -> dict[str, Any]:
+    """Envoy AI Gateway chart (ai-gateway-helm v1.1.0): controller and external processor through the registry."""
+    controller, extproc = images["ai-gateway-controller"], images["ai-gateway-extproc"]
+    return {
+        "controller": {
+            "image": {"repository": _full(controller, registry), "tag": pinned_tag(controller)},
+            "imagePullPolicy": "IfNotPresent",
+            "podSecurityContext": RESTRICTED_POD,
+            "securityContext": RESTRICTED_CONTAINER,
+        },
+        "extProc": {
+            "image": {"repository": _full(extproc, registry), "tag": pinned_tag(extproc)},
+            "imagePullPolicy": "IfNotPresent",
+        },
     }

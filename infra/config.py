@@ -335,12 +335,20 @@ class TenantGroups(StrictModel):
 TENANT_ROLES = ("admin", "member", "guest")
 
 
+class TenantLimitsSpec(StrictModel):
+    requests_per_minute: Annotated[int, Field(ge=1)] = 600
+    tokens_per_minute: Annotated[int, Field(ge=1)] = 200_000
+
+
 class TenantSpec(StrictModel):
     name: Annotated[DnsLabel, Field(max_length=40)]
     namespace: NamespaceName | None = None
     groups: TenantGroups = Field(default_factory=TenantGroups)
     quota: QuotaSpec = Field(default_factory=QuotaSpec)
     limits: LimitRangeSpec = Field(default_factory=LimitRangeSpec)
+    api: TenantLimitsSpec = Field(default_factory=TenantLimitsSpec)
+    access: Literal["inference", "list-models"] = "inference"
+    """`list-models`: a guest tenant whose key may only list the served models."""
 
     @property
     def namespace_name(self) -> str:
@@ -832,6 +840,137 @@ class InferenceSpec(StrictModel):
     benchmark: BenchmarkSpec = Field(default_factory=BenchmarkSpec)
 
 
+# --------------------------------------------------------------------------------------------------------------
+# PKI and gateway
+# --------------------------------------------------------------------------------------------------------------
+
+# Longest certificate lifetime and API-key rotation period each profile accepts (days).
+PROFILE_MAX_CERT_DAYS: dict[str, int] = {"baseline": 365, "finance": 90, "healthcare": 180, "government": 90}
+PROFILE_MAX_KEY_ROTATION_DAYS: dict[str, int] = {"baseline": 365, "finance": 90, "healthcare": 180, "government": 90}
+# TLS 1.3 cipher suites are fixed by the protocol; these are the TLS 1.2 suites a profile allows where 1.2 is needed
+# (backends): ECDHE with AEAD only.
+PROFILE_CIPHERS: dict[str, list[str]] = {
+    "baseline": ["ECDHE-ECDSA-AES256-GCM-SHA384", "ECDHE-RSA-AES256-GCM-SHA384", "ECDHE-ECDSA-CHACHA20-POLY1305"],
+    "finance": ["ECDHE-ECDSA-AES256-GCM-SHA384", "ECDHE-RSA-AES256-GCM-SHA384"],
+    "healthcare": ["ECDHE-ECDSA-AES256-GCM-SHA384", "ECDHE-RSA-AES256-GCM-SHA384"],
+    "government": ["ECDHE-ECDSA-AES256-GCM-SHA384", "ECDHE-RSA-AES256-GCM-SHA384"],
+}
+
+
+def _pem_certificate(value: str) -> str:
+    if "-----BEGIN CERTIFICATE-----" not in value:
+        raise ValueError("must be a PEM certificate (-----BEGIN CERTIFICATE-----)")
+    return value
+
+
+def _pem_ca(value: str) -> str:
+    """A PEM CA certificate (the first of a chain) that can sign and is valid now: checked offline, at preview."""
+    import datetime
+
+    from cryptography import x509
+
+    _pem_certificate(value)
+    try:
+        certificate = x509.load_pem_x509_certificates(value.encode())[0]
+    except ValueError as exc:
+        raise ValueError(f"is not a readable PEM certificate ({exc})") from None
+    subject = certificate.subject.rfc4514_string()
+    try:
+        is_ca = bool(certificate.extensions.get_extension_for_class(x509.BasicConstraints).value.ca)
+    except x509.ExtensionNotFound:
+        is_ca = False
+    if not is_ca:
+        raise ValueError(
+            f"is not a CA certificate ({subject} has no basicConstraints CA:TRUE); give the CA, not a leaf"
+        )
+    try:
+        usage = certificate.extensions.get_extension_for_class(x509.KeyUsage).value
+        if not usage.key_cert_sign:
+            raise ValueError(f"cannot sign certificates ({subject} lacks the keyCertSign key usage)")
+    except x509.ExtensionNotFound:
+        pass
+    now = datetime.datetime.now(datetime.UTC)
+    if certificate.not_valid_after_utc <= now:
+        raise ValueError(f"has expired ({subject} was valid until {certificate.not_valid_after_utc:%Y-%m-%d})")
+    if certificate.not_valid_before_utc > now:
+        raise ValueError(f"is not valid yet ({subject} starts {certificate.not_valid_before_utc:%Y-%m-%d})")
+    return value
+
+
+class EnterpriseCaSpec(StrictModel):
+    """An intermediate CA of the customer's PKI: its certificate in the stack (public), its key in secure config or
+    in an existing Secret the PKI team created."""
+
+    certificate_pem: Annotated[str, AfterValidator(_pem_ca)]
+    key_secret: SecretRef | None = None
+    existing_secret: DnsLabel | None = None
+
+    @model_validator(mode="after")
+    def _one_key(self) -> EnterpriseCaSpec:
+        if bool(self.key_secret) == bool(self.existing_secret):
+            raise ValueError(
+                "give key_secret (a secure config key holding the CA's PEM key) or existing_secret (a "
+                "kubernetes.io/tls Secret in the cert-manager namespace), exactly one"
+            )
+        return self
+
+
+class VaultIssuerSpec(StrictModel):
+    server: Annotated[str, Field(pattern=r"^https://")]
+    path: str
+    role: str
+    auth_mount_path: str = "/v1/auth/kubernetes"
+    server_cidr: Annotated[str, AfterValidator(_cidr)] | None = None
+    """Where Vault answers (egress from the PKI namespace is denied otherwise)."""
+    ca_pem: Annotated[str, AfterValidator(_pem_ca)]
+    """The CA that signs what Vault issues (distributed to every namespace) — and Vault's own server certificate."""
+
+
+class PkiSpec(StrictModel):
+    """Root of trust; cert-manager and trust-manager run in the platform's `pki` namespace."""
+
+    mode: Literal["self-signed", "enterprise", "vault"] = "self-signed"
+    enterprise: EnterpriseCaSpec | None = None
+    vault: VaultIssuerSpec | None = None
+    certificate_days: Annotated[int, Field(ge=1)] | None = None
+    """Leaf certificate lifetime; default the profile's maximum. Renewal starts when a third is left."""
+    key_algorithm: Literal["ECDSA", "RSA"] = "ECDSA"
+
+    @model_validator(mode="after")
+    def _mode(self) -> PkiSpec:
+        if self.mode == "enterprise" and self.enterprise is None:
+            raise ValueError("mode enterprise needs an enterprise section (certificate_pem and key_secret)")
+        if self.mode == "vault" and self.vault is None:
+            raise ValueError("mode vault needs a vault section (server, path, role, ca_pem)")
+        if self.mode != "enterprise" and self.enterprise is not None:
+            raise ValueError("an enterprise section needs mode: enterprise")
+        if self.mode != "vault" and self.vault is not None:
+            raise ValueError("a vault section needs mode: vault")
+        return self
+
+
+class GatewaySpec(StrictModel):
+    """The one OpenAI-compatible HTTPS entry (Envoy Gateway with Envoy AI Gateway)."""
+
+    hostname: Annotated[str, Field(pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")]
+    service_type: Literal["LoadBalancer", "NodePort", "ClusterIP"] = "LoadBalancer"
+    source_ranges: list[Annotated[str, AfterValidator(_cidr)]] = Field(default_factory=list)
+    max_request_body: Quantity = "1Mi"
+    max_tokens: Annotated[int, Field(ge=1)] = 4096
+    key_rotation_days: Annotated[int, Field(ge=2)] = 30
+    """Lifetime of each tenant API key. A new key is issued every half period; the previous one keeps working for
+    the other half (the overlap window)."""
+    redis_url: Annotated[str, Field(pattern=r"^[a-z0-9.-]+:[0-9]+$")] | None = None
+    """Redis (host:port) holding the global per-tenant request and token counters; without it limits are per proxy."""
+    redis_cidrs: list[Annotated[str, AfterValidator(_cidr)]] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _redis(self) -> GatewaySpec:
+        if self.redis_url and not self.redis_cidrs:
+            raise ValueError("redis_url needs redis_cidrs: egress is denied except to the declared Redis")
+        return self
+
+
 class PlatformSpec(StrictModel):
     """The whole platform one stack file describes."""
 
@@ -845,6 +984,8 @@ class PlatformSpec(StrictModel):
     gpu_operator: GpuOperatorSpec = Field(default_factory=GpuOperatorSpec)
     models: list[ModelDeploymentSpec] = Field(default_factory=list)
     inference: InferenceSpec = Field(default_factory=InferenceSpec)
+    pki: PkiSpec = Field(default_factory=PkiSpec)
+    gateway: GatewaySpec | None = None
 
     @model_validator(mode="after")
     def _profile_rules(self) -> PlatformSpec:
@@ -853,12 +994,28 @@ class PlatformSpec(StrictModel):
                 "registry.air_gapped must be true in the government profile: everything comes from the site's own "
                 "registry"
             )
+        if self.gateway is not None:
+            limit = PROFILE_MAX_KEY_ROTATION_DAYS[self.profile]
+            if self.gateway.key_rotation_days > limit:
+                raise ValueError(
+                    f"gateway.key_rotation_days={self.gateway.key_rotation_days} is above the {self.profile} "
+                    f"profile's maximum of {limit} days; rotate at least every {limit} days"
+                )
+        if self.pki.certificate_days is not None and self.pki.certificate_days > PROFILE_MAX_CERT_DAYS[self.profile]:
+            raise ValueError(
+                f"pki.certificate_days={self.pki.certificate_days} is above the {self.profile} profile's maximum "
+                f"certificate lifetime of {PROFILE_MAX_CERT_DAYS[self.profile]} days"
+            )
         if self.registry is not None and self.registry.harbor is not None and self.registry.pull_secret_name:
             raise ValueError(
                 "registry.pull_secret_name only applies to registries the platform does not manage; Harbor's robot "
                 "accounts provide the pull secrets"
             )
         return self
+
+    @property
+    def certificate_days(self) -> int:
+        return self.pki.certificate_days or PROFILE_MAX_CERT_DAYS[self.profile]
 
     def pool(self, name: str) -> GpuPoolSpec:
         return next(p for p in self.node_pools if p.name == name)

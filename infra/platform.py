@@ -11,6 +11,7 @@ from typing import Any, Literal, TypeVar
 import pulumi
 import pulumi_kubernetes as k8s
 
+from components.gateway import GatewayModel, GatewayTenant, LlmGateway, LlmGatewayArgs
 from components.gpu_pools import EksNodeGroup, GpuNodePool, GpuNodePoolArgs, Taint
 from components.namespaces import (
     SecureNamespace,
@@ -18,25 +19,34 @@ from components.namespaces import (
     TenantRoles,
     TenantRolesArgs,
 )
+from components.pki import ChartSpec, Pki, PkiArgs, VaultIssuer, service_dns_names
 from components.registry import PULL_SECRET, HarborArgs, HarborProject, HarborRegistry, HarborReplication, secret_names
-from components.vllm import VllmService
+from components.vllm import ServingTls, VllmService
 from infra.catalog import (
+    AI_GATEWAY_NAMESPACE,
     CHARTS,
     DEFAULT_DRIVER_VERSION,
+    ENVOY_GATEWAY_NAMESPACE,
     IMAGES,
     ChartRef,
     GpuPoolSettings,
     Image,
+    ai_gateway_values,
+    cert_manager_values,
     chart_source,
+    envoy_gateway_values,
     gpu_operator_values,
     harbor_claims,
     harbor_values,
     keda_values,
     lws_values,
+    trust_manager_values,
 )
 from infra.config import (
     PLATFORM_LIMITS,
+    PLATFORM_QUOTA,
     POOL_LABEL,
+    PROFILE_CIPHERS,
     PROFILE_SEVERITY,
     TENANT_ROLES,
     GpuPoolSpec,
@@ -89,6 +99,8 @@ class Platform:
     models: list[PlacedModel] = field(default_factory=list)
     pools: dict[str, GpuNodePool] = field(default_factory=dict)
     registry: HarborRegistry | None = None
+    pki: Pki | None = None
+    gateway: LlmGateway | None = None
     images: dict[str, Image] = field(default_factory=lambda: dict(IMAGES))
     services: dict[str, VllmService] = field(default_factory=dict)
     charts: dict[str, k8s.helm.v4.Chart] = field(default_factory=dict)
@@ -253,6 +265,17 @@ def build_platform(spec: PlatformSpec) -> Platform:
                 egress_cidrs=list(spec.registry.harbor.egress_cidrs),
                 egress_ports=[443, 5432, 6379, 636],
             )
+        if role == "pki":
+            # cert-manager and trust-manager watch the API server and serve its webhooks.
+            args = dataclasses.replace(
+                args,
+                api_server_cidrs=list(spec.cluster.api_server_cidrs),
+                api_server_ports=list(spec.cluster.api_server_ports),
+                webhook_ports=[10250, 6443],
+                allow_within_namespace=True,
+                egress_cidrs=[spec.pki.vault.server_cidr] if spec.pki.vault and spec.pki.vault.server_cidr else [],
+                egress_ports=[443, 8200],
+            )
         if role == "operators":
             # Controllers (LeaderWorkerSet, KEDA) watch the API server, serve its webhooks and talk among
             # themselves; KEDA reads queue lengths from Prometheus.
@@ -285,8 +308,10 @@ def build_platform(spec: PlatformSpec) -> Platform:
     platform.models = placed
     platform.images = images
     build_registry(spec, platform, opts)
+    build_pki(spec, platform, opts)
     build_gpu(spec, platform, opts)
     build_inference(spec, platform, opts)
+    build_gateway(spec, platform, opts)
     return platform
 
 
@@ -384,6 +409,10 @@ def pull_secret_name(spec: PlatformSpec) -> str | None:
 PULL_SECRET_PATHS: dict[str, tuple[tuple[str, ...], ...]] = {
     "lws": (("imagePullSecrets",),),
     "keda": (("imagePullSecrets",),),
+    "cert-manager": (("global", "imagePullSecrets"),),
+    "trust-manager": (("imagePullSecrets",),),
+    "envoy-gateway": (("global", "imagePullSecrets"),),
+    "ai-gateway": (("global", "imagePullSecrets"),),
     "gpu-operator": tuple(
         (component, "imagePullSecrets")
         for component in (
@@ -414,7 +443,9 @@ def with_pull_secret(chart_name: str, values: dict[str, Any], secret: str | None
 
 def pull_namespaces(spec: PlatformSpec) -> list[str]:
     """Namespaces whose pods pull from the registry."""
-    namespaces = [spec.namespaces.inference.name, spec.namespaces.operators.name]
+    namespaces = [spec.namespaces.inference.name, spec.namespaces.operators.name, spec.namespaces.pki.name]
+    if spec.gateway is not None and spec.models:
+        namespaces += [spec.namespaces.gateway.name, ENVOY_GATEWAY_NAMESPACE, AI_GATEWAY_NAMESPACE]
     if spec.node_pools and spec.gpu_operator.enabled:
         namespaces.append(spec.gpu_operator.namespace)
     return namespaces
@@ -520,6 +551,74 @@ def _config_secret(ref: str) -> pulumi.Output[str]:
     key = qualified_key(ref)
     namespace, _, name = key.partition(":")
     return pulumi.Config(namespace).require_secret(name)
+
+
+def _chart_spec(name: str, values: dict[str, Any], spec: PlatformSpec) -> ChartSpec:
+    source, repo = chart_source(CHARTS[name], spec.registry)
+    return ChartSpec(
+        chart=source,
+        version=CHARTS[name].version,
+        repository=repo,
+        values=with_pull_secret(name, values, pull_secret_name(spec)),
+    )
+
+
+def build_pki(spec: PlatformSpec, platform: Platform, opts: pulumi.ResourceOptions) -> None:
+    """cert-manager, trust-manager and the platform CA, in the `pki` namespace, when the stack has a registry."""
+    registry = spec.registry
+    if registry is None:
+        return
+    ns = spec.namespaces.pki.name
+    pki = spec.pki
+    args = PkiArgs(
+        namespace=ns,
+        instance=spec.name,
+        mode=pki.mode,
+        duration_hours=spec.certificate_days * 24,
+        key_algorithm=pki.key_algorithm,
+        cert_manager=_chart_spec("cert-manager", cert_manager_values(registry, platform.images), spec),
+        trust_manager=_chart_spec("trust-manager", trust_manager_values(registry, ns, platform.images), spec),
+        trust_namespace_labels={"app.kubernetes.io/part-of": "private-llm"},
+        ca_certificate_pem=pki.enterprise.certificate_pem if pki.enterprise else None,
+        ca_key=_config_secret(str(pki.enterprise.key_secret)) if pki.enterprise and pki.enterprise.key_secret else None,
+        existing_ca_secret=pki.enterprise.existing_secret if pki.enterprise else None,
+        vault=VaultIssuer(
+            server=pki.vault.server,
+            path=pki.vault.path,
+            role=pki.vault.role,
+            auth_mount_path=pki.vault.auth_mount_path,
+            ca_pem=pki.vault.ca_pem,
+        )
+        if pki.vault
+        else None,
+    )
+    with building("pki", "privatellm:pki:Pki"):
+        platform.pki = Pki(
+            "pki",
+            args,
+            opts=pulumi.ResourceOptions.merge(
+                opts,
+                pulumi.ResourceOptions(depends_on=[platform.namespaces[ns], *pull_dependencies(platform)]),
+            ),
+        )
+
+
+def serving_tls(spec: PlatformSpec, platform: Platform, model: PlacedModel) -> ServingTls | None:
+    """Server and probe certificates for one model (mTLS: vLLM verifies every client)."""
+    if platform.pki is None:
+        return None
+    ns = spec.namespaces.inference.name
+    name = model.spec.name
+    platform.pki.certificate(
+        f"cert-{name}-server", ns, f"{name}-tls", f"{name}.{ns}.svc", service_dns_names(name, ns), "server"
+    )
+    platform.pki.certificate(f"cert-{name}-probe", ns, f"{name}-probe-tls", f"{name}-probe", usage="client")
+    return ServingTls(
+        secret_name=f"{name}-tls",
+        probe_client_secret=f"{name}-probe-tls",
+        metrics_client_secret=METRICS_CLIENT_SECRET,
+        ciphers=":".join(PROFILE_CIPHERS[spec.profile]),
+    )
 
 
 def build_gpu(spec: PlatformSpec, platform: Platform, opts: pulumi.ResourceOptions) -> None:
@@ -631,6 +730,11 @@ def build_inference(spec: PlatformSpec, platform: Platform, opts: pulumi.Resourc
     model_opts = pulumi.ResourceOptions.merge(
         after_ns, pulumi.ResourceOptions(depends_on=[*controllers, *gpu_stack, *pull_dependencies(platform)])
     )
+    if platform.pki is not None:
+        # Prometheus scrapes every model over mTLS with this client certificate (ServiceMonitors read it here).
+        platform.pki.certificate(
+            "cert-metrics-client", spec.namespaces.inference.name, METRICS_CLIENT_SECRET, "prometheus", usage="client"
+        )
     for model in platform.models:
         with building(model.spec.name, "privatellm:inference:VllmService"):
             args = vllm_service_args(
@@ -640,5 +744,117 @@ def build_inference(spec: PlatformSpec, platform: Platform, opts: pulumi.Resourc
                 contract=platform.pools[model.pool.name].contract,
                 pull_secret=pull_secret_name(spec),
                 images=platform.images,
+                tls=serving_tls(spec, platform, model),
             )
             platform.services[model.spec.name] = VllmService(model.spec.name, args, opts=model_opts)
+
+
+METRICS_CLIENT_SECRET = "prometheus-client-tls"
+GATEWAY_TLS_SECRET = "gateway-tls"
+GATEWAY_CLIENT_SECRET = "gateway-client-tls"
+
+
+def build_gateway(spec: PlatformSpec, platform: Platform, opts: pulumi.ResourceOptions) -> None:
+    """Envoy Gateway + Envoy AI Gateway and the OpenAI-compatible entry, when the stack declares a gateway."""
+    if spec.gateway is None or not platform.models or spec.registry is None or platform.pki is None:
+        return
+    g = spec.gateway
+    registry = spec.registry
+    gateway_ns = spec.namespaces.gateway.name
+    inference_ns = spec.namespaces.inference.name
+    redis_port = [int(g.redis_url.rsplit(":", 1)[1])] if g.redis_url else []
+    controllers: dict[str, dict[str, Any]] = {
+        ENVOY_GATEWAY_NAMESPACE: {
+            "webhook_ports": [],
+            "allow_within_namespace": True,
+            "ingress_from_namespaces": {gateway_ns: [18000, 18001, 18002, 8081]},
+            "egress_to_namespaces": {AI_GATEWAY_NAMESPACE: [1063]},
+            "egress_cidrs": list(g.redis_cidrs),
+            "egress_ports": redis_port or [6379],
+        },
+        AI_GATEWAY_NAMESPACE: {
+            "webhook_ports": [9443],
+            "allow_within_namespace": True,
+            "ingress_from_namespaces": {ENVOY_GATEWAY_NAMESPACE: [1063]},
+        },
+    }
+    namespace_resources: list[pulumi.Resource] = []
+    for ns, extra in controllers.items():
+        args = dataclasses.replace(
+            namespace_args(
+                spec,
+                ns,
+                purpose="platform:gateway-controller",
+                quota=PLATFORM_QUOTA,
+                limits=PLATFORM_LIMITS,
+                extra_labels={"privatellm.io/platform-role": "gateway-controller"},
+            ),
+            api_server_cidrs=list(spec.cluster.api_server_cidrs),
+            api_server_ports=list(spec.cluster.api_server_ports),
+            **extra,
+        )
+        with building(ns, "privatellm:baseline:SecureNamespace"):
+            platform.namespaces[ns] = SecureNamespace(ns, args, opts=opts)
+            namespace_resources.append(platform.namespaces[ns])
+    installed: list[pulumi.Resource] = []
+    chart_opts = pulumi.ResourceOptions.merge(
+        opts, pulumi.ResourceOptions(depends_on=[*namespace_resources, *pull_dependencies(platform)])
+    )
+    for name, ns, values in (
+        ("envoy-gateway", ENVOY_GATEWAY_NAMESPACE, envoy_gateway_values(registry, g.redis_url, platform.images)),
+        ("ai-gateway-crds", AI_GATEWAY_NAMESPACE, {}),
+        ("ai-gateway", AI_GATEWAY_NAMESPACE, ai_gateway_values(registry, platform.images)),
+    ):
+        with building(name, "kubernetes:helm.sh/v4:Chart"):
+            platform.charts[name] = chart(
+                name,
+                CHARTS[name],
+                ns,
+                with_pull_secret(name, values, pull_secret_name(spec)),
+                pulumi.ResourceOptions.merge(chart_opts, pulumi.ResourceOptions(depends_on=list(installed))),
+                registry,
+            )
+            installed.append(platform.charts[name])
+    pki = platform.pki
+    certificates = [
+        pki.certificate("cert-gateway", gateway_ns, GATEWAY_TLS_SECRET, g.hostname, [g.hostname], "server"),
+        pki.certificate(
+            "cert-gateway-client", gateway_ns, GATEWAY_CLIENT_SECRET, f"{spec.name}-gateway", usage="client"
+        ),
+    ]
+    gateway_args = LlmGatewayArgs(
+        namespace=gateway_ns,
+        instance=spec.name,
+        hostname=g.hostname,
+        tls_secret=GATEWAY_TLS_SECRET,
+        client_certificate_secret=GATEWAY_CLIENT_SECRET,
+        ca_configmap=f"{spec.name}-platform-ca",
+        models=[
+            GatewayModel(name=m.spec.served_name, service=m.spec.name, namespace=inference_ns) for m in platform.models
+        ],
+        tenants=[
+            GatewayTenant(
+                name=t.name,
+                requests_per_minute=t.api.requests_per_minute,
+                tokens_per_minute=t.api.tokens_per_minute,
+                access=t.access,
+            )
+            for t in spec.tenants
+        ],
+        rotation_days=g.key_rotation_days,
+        service_type=g.service_type,
+        source_ranges=list(g.source_ranges),
+        max_request_body=g.max_request_body,
+        global_limits=g.redis_url is not None,
+    )
+    with building("gateway", "privatellm:gateway:LlmGateway"):
+        platform.gateway = LlmGateway(
+            "gateway",
+            gateway_args,
+            opts=pulumi.ResourceOptions.merge(
+                opts,
+                pulumi.ResourceOptions(
+                    depends_on=[platform.namespaces[gateway_ns], *installed, *certificates, *platform.services.values()]
+                ),
+            ),
+        )

@@ -1,0 +1,454 @@
+"""The OpenAI-compatible entry: Envoy Gateway with Envoy AI Gateway, per-tenant keys, limits and an audit log.
+
+`LlmGateway` creates in the gateway namespace:
+- a GatewayClass whose EnvoyProxy presents the gateway's client certificate to backends (mTLS to every vLLM),
+  writes a JSON access log (tenant, model, token counts, status, latency; no bodies) and exposes one Service;
+- a Gateway with one HTTPS listener (certificate from the PKI) and a ClientTrafficPolicy: TLS 1.3 minimum, a
+  request buffer limit;
+- per model: an Envoy Gateway Backend (the vLLM Service), a BackendTLSPolicy (platform CA, service hostname) and an
+  AIServiceBackend (OpenAI schema); one AIGatewayRoute routing by model name, recording token usage;
+- per tenant: two API keys (pulumi_random) in staggered rotation slots (pulumiverse-time), so that after each
+  rotation the previous key keeps working for one rotation period; a SecurityPolicy accepting inference keys on the
+  model route and every key (guests included) on a `/v1/models` route; per-tenant request and token limits
+  (BackendTrafficPolicy, global limits in Redis) and a request body cap.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import pulumi
+import pulumi_kubernetes as k8s
+import pulumi_random as random
+import pulumiverse_time as time
+
+from components.labels import standard_labels
+
+_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+TENANT_HEADER = "x-privatellm-tenant"
+MODEL_HEADER = "x-ai-eg-model"
+TOKEN_METADATA = "io.envoy.ai_gateway"
+SLOTS = ("a", "b")
+
+# The audit trail: one JSON line per request; never prompt or completion bodies.
+ACCESS_LOG_FIELDS: dict[str, str] = {
+    "time": "%START_TIME%",
+    "request_id": "%REQ(X-REQUEST-ID)%",
+    "tenant": f"%REQ({TENANT_HEADER.upper()})%",
+    "model": f"%REQ({MODEL_HEADER.upper()})%",
+    "method": "%REQ(:METHOD)%",
+    "path": "%REQ(X-ENVOY-ORIGINAL-PATH?:PATH)%",
+    "status": "%RESPONSE_CODE%",
+    "response_flags": "%RESPONSE_FLAGS%",
+    "duration_ms": "%DURATION%",
+    "upstream_ms": "%RESP(X-ENVOY-UPSTREAM-SERVICE-TIME)%",
+    "prompt_tokens": f"%DYNAMIC_METADATA({TOKEN_METADATA}:llm_input_token)%",
+    "completion_tokens": f"%DYNAMIC_METADATA({TOKEN_METADATA}:llm_output_token)%",
+    "total_tokens": f"%DYNAMIC_METADATA({TOKEN_METADATA}:llm_total_token)%",
+    "client": "%DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT%",
+}
+
+
+@dataclass(frozen=True)
+class GatewayModel:
+    name: str
+    """Served model name, as clients send it."""
+    service: str
+    namespace: str
+    port: int = 8000
+
+
+@dataclass(frozen=True)
+class GatewayTenant:
+    name: str
+    requests_per_minute: int
+    tokens_per_minute: int
+    access: Literal["inference", "list-models"] = "inference"
+
+
+@dataclass(frozen=True)
+class LlmGatewayArgs:
+    namespace: str
+    instance: str
+    hostname: str
+    tls_secret: str
+    client_certificate_secret: str
+    ca_configmap: str
+    models: Sequence[GatewayModel]
+    tenants: Sequence[GatewayTenant]
+    rotation_days: int
+    service_type: Literal["LoadBalancer", "NodePort", "ClusterIP"] = "LoadBalancer"
+    source_ranges: Sequence[str] = ()
+    max_request_body: str = "1Mi"
+    global_limits: bool = True
+    extra_log_fields: Mapping[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for what, value in (("namespace", self.namespace), ("instance", self.instance)):
+            if not _DNS_LABEL.match(value):
+                raise ValueError(f"{what}={value!r} is not a DNS-1123 label")
+        if not self.models:
+            raise ValueError("models is empty: the gateway routes to at least one model")
+        if self.rotation_days < 2:
+            raise ValueError("rotation_days must be at least 2 (a new key every half period)")
+        names = [t.name for t in self.tenants]
+        if len(set(names)) != len(names):
+            raise ValueError(f"tenant names repeat: {names}")
+        for key, value in self.extra_log_fields.items():
+            if "BODY" in value.upper():
+                raise ValueError(f"extra_log_fields[{key!r}]: request and response bodies never enter the audit log")
+
+
+def bearer(key: str) -> str:
+    """The credential value Envoy compares with the Authorization header OpenAI clients send."""
+    return f"Bearer {key}"
+
+
+class LlmGateway(pulumi.ComponentResource):
+    def __init__(self, name: str, args: LlmGatewayArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+        super().__init__("privatellm:gateway:LlmGateway", name, None, opts)
+        self.args = a = args
+        child = pulumi.ResourceOptions(parent=self)
+        self.gateway_name = f"{a.instance}-llm"
+
+        def meta(object_name: str, component: str, namespace: str | None = None) -> k8s.meta.v1.ObjectMetaArgs:
+            return k8s.meta.v1.ObjectMetaArgs(
+                name=object_name,
+                namespace=namespace if namespace is not None else a.namespace,
+                labels=standard_labels(name=object_name, instance=a.instance, component=component),
+            )
+
+        self.meta = meta
+        self.proxy = self._envoy_proxy(name, child)
+        self.gateway_class = k8s.apiextensions.CustomResource(
+            f"{name}-class",
+            api_version="gateway.networking.k8s.io/v1",
+            kind="GatewayClass",
+            metadata=k8s.meta.v1.ObjectMetaArgs(
+                name=self.gateway_name,
+                labels=standard_labels(name=self.gateway_name, instance=a.instance, component="gateway"),
+            ),
+            spec={
+                "controllerName": "gateway.envoyproxy.io/gatewayclass-controller",
+                "parametersRef": {
+                    "group": "gateway.envoyproxy.io",
+                    "kind": "EnvoyProxy",
+                    "name": f"{self.gateway_name}-proxy",
+                    "namespace": a.namespace,
+                },
+            },
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[self.proxy]),
+        )
+        self.gateway = k8s.apiextensions.CustomResource(
+            f"{name}-gateway",
+            api_version="gateway.networking.k8s.io/v1",
+            kind="Gateway",
+            metadata=meta(self.gateway_name, "gateway"),
+            spec={
+                "gatewayClassName": self.gateway_name,
+                "listeners": [
+                    {
+                        "name": "https",
+                        "protocol": "HTTPS",
+                        "port": 443,
+                        "hostname": a.hostname,
+                        "tls": {"mode": "Terminate", "certificateRefs": [{"kind": "Secret", "name": a.tls_secret}]},
+                        "allowedRoutes": {"namespaces": {"from": "Same"}},
+                    }
+                ],
+            },
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[self.gateway_class]),
+        )
+        gateway_ref = {"group": "gateway.networking.k8s.io", "kind": "Gateway", "name": self.gateway_name}
+        self.client_policy = k8s.apiextensions.CustomResource(
+            f"{name}-client-policy",
+            api_version="gateway.envoyproxy.io/v1alpha1",
+            kind="ClientTrafficPolicy",
+            metadata=meta(f"{self.gateway_name}-clients", "gateway"),
+            spec={
+                "targetRefs": [gateway_ref],
+                # TLS 1.3 only: its cipher suites are fixed by the protocol (all AEAD).
+                "tls": {"minVersion": "1.3"},
+                "connection": {"bufferLimit": a.max_request_body},
+            },
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[self.gateway]),
+        )
+        self.backends = [self._backend(name, m) for m in a.models]
+        self.route = self._ai_route(name)
+        self.models_route = self._models_route(name)
+        self.keys = self._tenant_keys(name, child)
+        self.security = self._security(name)
+        self.limits = self._limits(name)
+        self.register_outputs({"url": f"https://{a.hostname}/v1", "gateway": self.gateway_name})
+
+    # -------------------------------------------------------------------------------------------------- proxy
+
+    def _envoy_proxy(self, name: str, child: pulumi.ResourceOptions) -> k8s.apiextensions.CustomResource:
+        a = self.args
+        service: dict[str, Any] = {"type": a.service_type, "externalTrafficPolicy": "Local"}
+        if a.service_type == "ClusterIP":
+            service.pop("externalTrafficPolicy")
+        if a.source_ranges and a.service_type == "LoadBalancer":
+            service["loadBalancerSourceRanges"] = list(a.source_ranges)
+        return k8s.apiextensions.CustomResource(
+            f"{name}-proxy",
+            api_version="gateway.envoyproxy.io/v1alpha1",
+            kind="EnvoyProxy",
+            metadata=self.meta(f"{self.gateway_name}-proxy", "gateway"),
+            spec={
+                "provider": {"type": "Kubernetes", "kubernetes": {"envoyService": service}},
+                # mTLS to the model servers: the proxy presents the gateway's client certificate.
+                "backendTLS": {
+                    "clientCertificateRef": {"kind": "Secret", "name": a.client_certificate_secret},
+                    "minVersion": "1.3",
+                },
+                "telemetry": {
+                    "accessLog": {
+                        "settings": [
+                            {
+                                "format": {"type": "JSON", "json": {**ACCESS_LOG_FIELDS, **a.extra_log_fields}},
+                                "sinks": [{"type": "File", "file": {"path": "/dev/stdout"}}],
+                            }
+                        ]
+                    }
+                },
+            },
+            opts=child,
+        )
+
+    # ------------------------------------------------------------------------------------------------ routing
+
+    def _backend(self, name: str, model: GatewayModel) -> k8s.apiextensions.CustomResource:
+        a = self.args
+        host = f"{model.service}.{model.namespace}.svc.cluster.local"
+        backend = k8s.apiextensions.CustomResource(
+            f"{name}-backend-{model.service}",
+            api_version="gateway.envoyproxy.io/v1alpha1",
+            kind="Backend",
+            metadata=self.meta(model.service, "gateway"),
+            spec={"endpoints": [{"fqdn": {"hostname": host, "port": model.port}}]},
+            opts=pulumi.ResourceOptions(parent=self),
+        )
+        k8s.apiextensions.CustomResource(
+            f"{name}-backend-tls-{model.service}",
+            api_version="gateway.networking.k8s.io/v1",
+            kind="BackendTLSPolicy",
+            metadata=self.meta(f"{model.service}-tls", "gateway"),
+            spec={
+                "targetRefs": [{"group": "gateway.envoyproxy.io", "kind": "Backend", "name": model.service}],
+                "validation": {
+                    "caCertificateRefs": [{"group": "", "kind": "ConfigMap", "name": a.ca_configmap}],
+                    "hostname": host,
+                },
+            },
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[backend]),
+        )
+        k8s.apiextensions.CustomResource(
+            f"{name}-ai-backend-{model.service}",
+            api_version="aigateway.envoyproxy.io/v1beta1",
+            kind="AIServiceBackend",
+            metadata=self.meta(model.service, "gateway"),
+            spec={
+                "schema": {"name": "OpenAI", "prefix": "/v1"},
+                "backendRef": {"name": model.service, "kind": "Backend", "group": "gateway.envoyproxy.io"},
+            },
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[backend]),
+        )
+        return backend
+
+    def _ai_route(self, name: str) -> k8s.apiextensions.CustomResource:
+        a = self.args
+        return k8s.apiextensions.CustomResource(
+            f"{name}-route",
+            api_version="aigateway.envoyproxy.io/v1beta1",
+            kind="AIGatewayRoute",
+            metadata=self.meta(f"{self.gateway_name}-models", "gateway"),
+            spec={
+                "parentRefs": [{"name": self.gateway_name, "kind": "Gateway", "group": "gateway.networking.k8s.io"}],
+                "rules": [
+                    {
+                        "name": m.service,
+                        "matches": [{"headers": [{"type": "Exact", "name": MODEL_HEADER, "value": m.name}]}],
+                        "backendRefs": [{"name": m.service}],
+                    }
+                    for m in a.models
+                ],
+                "llmRequestCosts": [
+                    {"metadataKey": "llm_input_token", "type": "InputToken"},
+                    {"metadataKey": "llm_output_token", "type": "OutputToken"},
+                    {"metadataKey": "llm_total_token", "type": "TotalToken"},
+                ],
+            },
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[self.gateway, *self.backends]),
+        )
+
+    def _models_route(self, name: str) -> k8s.apiextensions.CustomResource:
+        """GET /v1/models only: the one thing a guest tenant's key opens (served by the first model's vLLM)."""
+        a = self.args
+        first = a.models[0]
+        return k8s.apiextensions.CustomResource(
+            f"{name}-models-route",
+            api_version="gateway.networking.k8s.io/v1",
+            kind="HTTPRoute",
+            metadata=self.meta(f"{self.gateway_name}-list-models", "gateway"),
+            spec={
+                "parentRefs": [{"name": self.gateway_name}],
+                "hostnames": [a.hostname],
+                "rules": [
+                    {
+                        "matches": [{"path": {"type": "Exact", "value": "/v1/models"}, "method": "GET"}],
+                        "backendRefs": [{"group": "gateway.envoyproxy.io", "kind": "Backend", "name": first.service}],
+                    }
+                ],
+            },
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[self.gateway, *self.backends]),
+        )
+
+    # --------------------------------------------------------------------------------------------------- keys
+
+    def _tenant_keys(self, name: str, child: pulumi.ResourceOptions) -> dict[str, dict[str, random.RandomPassword]]:
+        """Two key slots per tenant, each key living one rotation period, the slots offset by half a period: a new
+        key appears every half period and the previous one keeps working for the other half (the overlap)."""
+        a = self.args
+        epoch = time.Static(f"{name}-key-epoch", opts=child)
+        offset = time.Offset(
+            f"{name}-key-offset", base_rfc3339=epoch.rfc3339, offset_hours=a.rotation_days * 12, opts=child
+        )
+        slots = {
+            "a": time.Rotating(f"{name}-key-slot-a", rfc3339=epoch.rfc3339, rotation_days=a.rotation_days, opts=child),
+            "b": time.Rotating(f"{name}-key-slot-b", rfc3339=offset.rfc3339, rotation_days=a.rotation_days, opts=child),
+        }
+        self.slots = slots
+        keys: dict[str, dict[str, random.RandomPassword]] = {}
+        for tenant in a.tenants:
+            keys[tenant.name] = {
+                slot: random.RandomPassword(
+                    f"{name}-key-{tenant.name}-{slot}",
+                    length=48,
+                    special=False,
+                    keepers={"rotation": rotating.id},
+                    opts=child,
+                )
+                for slot, rotating in slots.items()
+            }
+        return keys
+
+    def _key_secret(self, secret_name: str, tenants: Sequence[GatewayTenant]) -> k8s.core.v1.Secret:
+        """Client id (`<tenant>.<slot>`) → `Bearer <key>`: the credential layout of Envoy Gateway's API key auth."""
+        data: dict[str, pulumi.Input[str]] = {}
+        for tenant in tenants:
+            for slot, password in self.keys[tenant.name].items():
+                data[f"{tenant.name}.{slot}"] = pulumi.Output.secret(password.result.apply(bearer))
+        return k8s.core.v1.Secret(
+            f"{self._prefix}-{secret_name}",
+            metadata=self.meta(secret_name, "api-keys"),
+            type="Opaque",
+            string_data=data,
+            opts=pulumi.ResourceOptions(parent=self, additional_secret_outputs=["data", "stringData"]),
+        )
+
+    @property
+    def _prefix(self) -> str:
+        return self.gateway_name
+
+    def _security(self, name: str) -> list[k8s.apiextensions.CustomResource]:
+        a = self.args
+        inference = [t for t in a.tenants if t.access == "inference"]
+        secrets = {
+            "inference": self._key_secret("tenant-inference-keys", inference),
+            "all": self._key_secret("tenant-all-keys", list(a.tenants)),
+        }
+        policies = []
+        for label, target, secret in (
+            (
+                "inference",
+                {"group": "gateway.networking.k8s.io", "kind": "HTTPRoute", "name": f"{self.gateway_name}-models"},
+                "inference",
+            ),
+            (
+                "list-models",
+                {"group": "gateway.networking.k8s.io", "kind": "HTTPRoute", "name": f"{self.gateway_name}-list-models"},
+                "all",
+            ),
+        ):
+            policies.append(
+                k8s.apiextensions.CustomResource(
+                    f"{name}-auth-{label}",
+                    api_version="gateway.envoyproxy.io/v1alpha1",
+                    kind="SecurityPolicy",
+                    metadata=self.meta(f"{self.gateway_name}-{label}-auth", "gateway"),
+                    spec={
+                        "targetRefs": [target],
+                        "apiKeyAuth": {
+                            "credentialRefs": [{"kind": "Secret", "name": secrets[secret].metadata.name}],
+                            "extractFrom": [{"headers": ["authorization"]}],
+                            "forwardClientIDHeader": TENANT_HEADER,
+                            "sanitize": True,
+                        },
+                    },
+                    opts=pulumi.ResourceOptions(
+                        parent=self, depends_on=[secrets[secret], self.route, self.models_route]
+                    ),
+                )
+            )
+        return policies
+
+    def _limits(self, name: str) -> k8s.apiextensions.CustomResource:
+        a = self.args
+        rules: list[dict[str, Any]] = []
+        for tenant in a.tenants:
+            selector = [
+                {
+                    "headers": [
+                        {
+                            "name": TENANT_HEADER,
+                            "type": "RegularExpression",
+                            "value": rf"{re.escape(tenant.name)}\.(a|b)",
+                        }
+                    ]
+                }
+            ]
+            rules.append(
+                {"clientSelectors": selector, "limit": {"requests": tenant.requests_per_minute, "unit": "Minute"}}
+            )
+            rules.append(
+                {
+                    "clientSelectors": selector,
+                    "limit": {"requests": tenant.tokens_per_minute, "unit": "Minute"},
+                    # Counted in tokens: nothing is charged on the request, the response charges its total tokens.
+                    "cost": {
+                        "request": {"from": "Number", "number": 0},
+                        "response": {
+                            "from": "Metadata",
+                            "metadata": {"namespace": TOKEN_METADATA, "key": "llm_total_token"},
+                        },
+                    },
+                }
+            )
+        spec: dict[str, Any] = {
+            "targetRefs": [
+                {"group": "gateway.networking.k8s.io", "kind": "HTTPRoute", "name": f"{self.gateway_name}-models"}
+            ],
+            "requestBuffer": {"limit": a.max_request_body},
+        }
+        if rules:
+            spec["rateLimit"] = {"global": {"rules": rules}} if a.global_limits else {"local": {"rules": rules}}
+        return k8s.apiextensions.CustomResource(
+            f"{name}-limits",
+            api_version="gateway.envoyproxy.io/v1alpha1",
+            kind="BackendTrafficPolicy",
+            metadata=self.meta(f"{self.gateway_name}-limits", "gateway"),
+            spec=spec,
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[self.route]),
+        )
+
+    def tenant_keys_output(self) -> pulumi.Output[dict[str, dict[str, str]]]:
+        """Secret output: per tenant, the two valid keys (`a`, `b` slots) — hand out the newer, both work."""
+        pairs = {
+            tenant: pulumi.Output.all(**{slot: p.result for slot, p in slots.items()})
+            for tenant, slots in self.keys.items()
+        }
+        return pulumi.Output.secret(pulumi.Output.all(**pairs))
