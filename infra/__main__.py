@@ -17,3 +17,7 @@ else:
     spec = load_spec()
     platform = build_platform(spec)
     pulumi.export("platform", platform.summary())
+    if platform.gateway is not None:
+        pulumi.export("gatewayUrl", f"https://{spec.gateway.hostname}/v1" if spec.gateway else None)
+        # Per tenant, both valid API keys (slots a and b); a secret output, never shown in plain text.
+        pulumi.export("tenantApiKeys", platform.gateway.tenant_keys_output())

@@ -379,8 +379,8 @@ def harbor_values(spec: PlatformSpec, secrets: dict[str, str], images: Mapping[s
             external["existingSecret"] = secrets["redis"]
         redis = {"type": "external", "external": external}
     tls: dict[str, Any] = {"enabled": True}
-    if h.tls_secret:
-        tls.update(certSource="secret", secret={"secretName": h.tls_secret})
+    if h.tls_secret_name:
+        tls.update(certSource="secret", secret={"secretName": h.tls_secret_name})
     else:
         tls.update(certSource="auto", auto={"commonName": registry.host})
     return {

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import difflib
 import ipaddress
+import itertools
 import json
 import re
 from collections.abc import Callable, Iterable, Mapping
@@ -39,12 +40,21 @@ RESERVED_NAMESPACES = frozenset({"default", "kube-system", "kube-public", "kube-
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 _SECRET_REF = re.compile(r"^([a-zA-Z][a-zA-Z0-9_-]*:)?[a-zA-Z][a-zA-Z0-9_.-]*$")
 _GROUP_NAME = re.compile(r"^[^\s,]{1,253}$")
-# Keys that, holding a plain string, are credentials stored in the clear.
-_CREDENTIAL_KEY = re.compile(
-    r"(password|passwd|passphrase|token|api[_-]?key|apikey|private[_-]?key|credential|client[_-]?key|"
-    r"access[_-]?key|secret[_-]?key|^secret$|bind[_-]?dn[_-]?password)",
-    re.IGNORECASE,
+# Key words that, holding a plain string, make a key a credential stored in the clear ("tokens_per_minute" is not).
+_CREDENTIAL_WORDS = frozenset({"password", "passwd", "passphrase", "token", "apikey", "credential", "credentials"})
+_CREDENTIAL_PAIRS = frozenset(
+    {("api", "key"), ("private", "key"), ("client", "key"), ("access", "key"), ("secret", "key")}
 )
+
+
+def _is_credential_key(key: str) -> bool:
+    words = [w for w in re.split(r"[_\-.]+|(?<=[a-z])(?=[A-Z])", key) if w]
+    lowered = [w.lower() for w in words]
+    if lowered == ["secret"] or any(w in _CREDENTIAL_WORDS for w in lowered):
+        return True
+    return any(pair in _CREDENTIAL_PAIRS for pair in itertools.pairwise(lowered))
+
+
 # Values that are credentials whatever key holds them.
 _CREDENTIAL_VALUE = re.compile(
     r"(-----BEGIN [A-Z ]*PRIVATE KEY-----|client-key-data:|\btoken:\s*\S{16,}|AKIA[0-9A-Z]{16})"
@@ -665,7 +675,7 @@ class HarborSpec(StrictModel):
 
     bootstrap_registry: Annotated[str, AfterValidator(_registry_host)]
     """Where Harbor's own images are pulled from before Harbor exists (a bootstrap registry or pre-loaded mirror)."""
-    tls_secret: DnsLabel | None = None
+    tls_secret_name: DnsLabel | None = None
     storage: HarborStorageSpec = Field(default_factory=HarborStorageSpec)
     database: ExternalDatabaseSpec | None = None
     redis: ExternalRedisSpec | None = None
@@ -903,13 +913,13 @@ class EnterpriseCaSpec(StrictModel):
 
     certificate_pem: Annotated[str, AfterValidator(_pem_ca)]
     key_secret: SecretRef | None = None
-    existing_secret: DnsLabel | None = None
+    existing_secret_name: DnsLabel | None = None
 
     @model_validator(mode="after")
     def _one_key(self) -> EnterpriseCaSpec:
-        if bool(self.key_secret) == bool(self.existing_secret):
+        if bool(self.key_secret) == bool(self.existing_secret_name):
             raise ValueError(
-                "give key_secret (a secure config key holding the CA's PEM key) or existing_secret (a "
+                "give key_secret (a secure config key holding the CA's PEM key) or existing_secret_name (a "
                 "kubernetes.io/tls Secret in the cert-manager namespace), exactly one"
             )
         return self
@@ -1171,7 +1181,7 @@ def _plaintext_credentials(raw: Any, path: str) -> list[tuple[str, str]]:
             if (
                 isinstance(value, str | int)
                 and not str(key).endswith(("_secret", "_path", "_ref"))
-                and _CREDENTIAL_KEY.search(str(key))
+                and _is_credential_key(str(key))
             ):
                 found.append(
                     (

@@ -47,6 +47,8 @@ from infra.config import (
     PLATFORM_QUOTA,
     POOL_LABEL,
     PROFILE_CIPHERS,
+    PROFILE_MAX_CERT_DAYS,
+    PROFILE_MAX_KEY_ROTATION_DAYS,
     PROFILE_SEVERITY,
     TENANT_ROLES,
     GpuPoolSpec,
@@ -345,6 +347,9 @@ def stack_policy_config(spec: PlatformSpec) -> dict[str, Any]:
         exempt_namespaces=gpu_operator_exemptions(spec),
         allowed_registries=allowed,
         immutable_repositories=immutable,
+        gateway_namespaces=[spec.namespaces.gateway.name] if spec.gateway is not None else [],
+        max_certificate_days=PROFILE_MAX_CERT_DAYS[spec.profile],
+        max_key_rotation_days=PROFILE_MAX_KEY_ROTATION_DAYS[spec.profile],
     )
 
 
@@ -581,7 +586,7 @@ def build_pki(spec: PlatformSpec, platform: Platform, opts: pulumi.ResourceOptio
         trust_namespace_labels={"app.kubernetes.io/part-of": "private-llm"},
         ca_certificate_pem=pki.enterprise.certificate_pem if pki.enterprise else None,
         ca_key=_config_secret(str(pki.enterprise.key_secret)) if pki.enterprise and pki.enterprise.key_secret else None,
-        existing_ca_secret=pki.enterprise.existing_secret if pki.enterprise else None,
+        existing_ca_secret=pki.enterprise.existing_secret_name if pki.enterprise else None,
         vault=VaultIssuer(
             server=pki.vault.server,
             path=pki.vault.path,

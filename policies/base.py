@@ -46,6 +46,14 @@ COMMON_CONFIG = PolicyConfigSchema(
             "default": [],
             "description": "Repository prefixes whose tags are immutable (Harbor projects with an immutability rule).",
         },
+        "gatewayNamespaces": {
+            "type": "array",
+            "items": {"type": "string"},
+            "default": [],
+            "description": "Namespaces whose Services may be LoadBalancer or NodePort (the gateway's entry).",
+        },
+        "maxCertificateDays": {"type": "integer", "minimum": 1, "default": 90},
+        "maxKeyRotationDays": {"type": "integer", "minimum": 1, "default": 90},
         "exemptNamespaces": {
             "type": "object",
             "default": {},

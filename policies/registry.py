@@ -11,11 +11,12 @@ from policies.base import DEFAULT_KUBERNETES_VERSION, Rule, StackRule
 from policies.namespaces import NAMESPACE_RULES, STACK_RULES
 from policies.podsecurity import POD_SECURITY_RULES
 from policies.supplychain import SUPPLY_CHAIN_RULES
+from policies.tls import TLS_RULES
 
 PACK_NAME = "private-llm-baseline"
 PACK_DESCRIPTION = "private-llm compliance baseline: Pod Security Standards restricted, CIS/NSA namespace isolation"
 
-RESOURCE_RULES: list[Rule] = [*POD_SECURITY_RULES, *NAMESPACE_RULES, *SUPPLY_CHAIN_RULES]
+RESOURCE_RULES: list[Rule] = [*POD_SECURITY_RULES, *NAMESPACE_RULES, *SUPPLY_CHAIN_RULES, *TLS_RULES]
 ALL_STACK_RULES: list[StackRule] = list(STACK_RULES)
 ALL_POLICIES: list[Policy] = [*RESOURCE_RULES, *ALL_STACK_RULES]
 
@@ -35,6 +36,9 @@ def policy_config(
     exempt_namespaces: dict[str, str] | None = None,
     allowed_registries: list[str] | None = None,
     immutable_repositories: list[str] | None = None,
+    gateway_namespaces: list[str] | None = None,
+    max_certificate_days: int = 90,
+    max_key_rotation_days: int = 90,
 ) -> dict[str, Any]:
     """The config every policy receives (the same keys `--policy-pack-config` sets for the real engine)."""
     return {
@@ -42,6 +46,9 @@ def policy_config(
         "exemptNamespaces": dict(exempt_namespaces or {}),
         "allowedRegistries": list(allowed_registries or []),
         "immutableRepositories": list(immutable_repositories or []),
+        "gatewayNamespaces": list(gateway_namespaces or []),
+        "maxCertificateDays": max_certificate_days,
+        "maxKeyRotationDays": max_key_rotation_days,
     }
 
 

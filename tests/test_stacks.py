@@ -49,6 +49,10 @@ def test_every_namespace_is_secured(stack: str) -> None:
         [gpu_ns] = [o for o in objects if o.kind == "Namespace" and o.object_name == spec.gpu_operator.namespace]
         assert gpu_ns.inputs["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "privileged"
         assert gpu_ns.inputs["metadata"]["annotations"]["privatellm.io/pod-security-exception"]
+    if spec.gateway is not None and spec.models:
+        from infra.catalog import AI_GATEWAY_NAMESPACE, ENVOY_GATEWAY_NAMESPACE
+
+        expected |= {ENVOY_GATEWAY_NAMESPACE, AI_GATEWAY_NAMESPACE}
     assert namespaces == expected
     for ns in namespaces:
         kinds = sorted((o.kind, o.object_name) for o in objects if o.namespace == ns)
