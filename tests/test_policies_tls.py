@@ -1,0 +1,152 @@
+"""TLS and identity rules: passing and violating fixtures for each kind they apply to."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from policies.tls import TLS_RULES, go_duration_hours
+from tests.policy_fixtures import POD_KINDS, good_template, violations, wrap
+
+RULES = {r.name: r for r in TLS_RULES}
+GATEWAY = "kubernetes:gateway.networking.k8s.io/v1:Gateway"
+
+
+def gateway(*listeners: dict[str, Any]) -> dict[str, Any]:
+    return {"metadata": {"name": "gw", "namespace": "llm-gateway"}, "spec": {"listeners": list(listeners)}}
+
+
+HTTPS = {"name": "https", "protocol": "HTTPS", "port": 443, "tls": {"certificateRefs": [{"name": "gateway-tls"}]}}
+
+
+def test_gateway_listeners() -> None:
+    rule = RULES["gateway-tls-listeners"]
+    assert violations(rule, GATEWAY, gateway(HTTPS)) == []
+    assert violations(rule, GATEWAY, gateway(HTTPS, {"name": "http", "protocol": "HTTP", "port": 80}))
+    assert violations(rule, GATEWAY, gateway({"name": "https", "protocol": "HTTPS", "port": 443}))
+    assert violations(
+        rule, "kubernetes:gateway.networking.k8s.io/v1beta1:Gateway", gateway({"name": "t", "protocol": "TCP"})
+    )
+
+
+def test_ingress_must_cover_every_host_with_tls() -> None:
+    rule = RULES["gateway-tls-listeners"]
+    ingress = "kubernetes:networking.k8s.io/v1:Ingress"
+    good = {"spec": {"tls": [{"hosts": ["a.bank"], "secretName": "t"}], "rules": [{"host": "a.bank"}]}}
+    assert violations(rule, ingress, good) == []
+    assert violations(rule, ingress, {"spec": {"rules": [{"host": "a.bank"}]}})
+    partial = {"spec": {"tls": [{"hosts": ["a.bank"]}], "rules": [{"host": "a.bank"}, {"host": "b.bank"}]}}
+    assert violations(rule, ingress, partial) == ["Ingress host 'b.bank' is not covered by spec.tls"]
+
+
+def vllm(args: list[str]) -> dict[str, Any]:
+    t = good_template()
+    t["spec"]["containers"][0].update(command=["vllm", "serve"], args=["/models/m", *args])
+    return t
+
+
+MTLS = [
+    "--ssl-certfile",
+    "/t/tls.crt",
+    "--ssl-keyfile",
+    "/t/tls.key",
+    "--ssl-ca-certs",
+    "/t/ca.crt",
+    "--ssl-cert-reqs",
+    "2",
+]
+
+
+@pytest.mark.parametrize("kind", POD_KINDS)
+def test_vllm_must_verify_client_certificates(kind: str) -> None:
+    rule = RULES["vllm-client-certificates"]
+    assert violations(rule, *wrap(kind, vllm(MTLS))) == []
+    assert violations(rule, *wrap(kind, vllm([])))
+    one_way = [a for a in MTLS if a not in ("--ssl-cert-reqs", "2")]
+    found = violations(rule, *wrap(kind, vllm(one_way)))
+    assert found and "--ssl-cert-reqs 2" in found[0]
+    # Headless multi-node workers serve no API; other containers are not model servers.
+    assert violations(rule, *wrap(kind, vllm(["--headless"]))) == []
+    assert violations(rule, *wrap(kind, good_template())) == []
+
+
+def test_benchmark_client_is_not_a_server() -> None:
+    t = good_template()
+    t["spec"]["containers"][0].update(command=["/bin/sh", "-c", "vllm bench serve --base-url http://x"])
+    assert violations(RULES["vllm-client-certificates"], *wrap("Job", t)) == []
+
+
+@pytest.mark.parametrize(
+    ("kind", "namespace", "fails"),
+    [
+        ("LoadBalancer", "llm-gateway", False),
+        ("LoadBalancer", "llm-inference", True),
+        ("NodePort", "tenant-x", True),
+        ("ClusterIP", "tenant-x", False),
+    ],
+)
+def test_exposure(kind: str, namespace: str, fails: bool) -> None:
+    rule = RULES["no-external-services"]
+    service = {"metadata": {"name": "s", "namespace": namespace}, "spec": {"type": kind}}
+    from pulumi_policy import PolicyCustomTimeouts, PolicyResourceOptions, ResourceValidationArgs
+
+    from policies.registry import policy_config
+
+    found: list[str] = []
+    config = policy_config(gateway_namespaces=["llm-gateway"])
+    args = ResourceValidationArgs(
+        "kubernetes:core/v1:Service",
+        service,
+        "urn:x",
+        "s",
+        PolicyResourceOptions(False, [], None, [], PolicyCustomTimeouts(0, 0, 0), [], None),
+        None,
+        config=config,
+    )
+    rule.validate(args, lambda m, urn=None: found.append(m))
+    assert bool(found) == fails
+    # An EnvoyProxy without an explicit type gets Envoy Gateway's LoadBalancer.
+    proxy = {"metadata": {"name": "p", "namespace": namespace}, "spec": {}}
+    found.clear()
+    args = ResourceValidationArgs(
+        "kubernetes:gateway.envoyproxy.io/v1alpha1:EnvoyProxy",
+        proxy,
+        "urn:y",
+        "p",
+        PolicyResourceOptions(False, [], None, [], PolicyCustomTimeouts(0, 0, 0), [], None),
+        None,
+        config=config,
+    )
+    rule.validate(args, lambda m, urn=None: found.append(m))
+    assert bool(found) == (namespace != "llm-gateway")
+
+
+@pytest.mark.parametrize(
+    ("spec", "fails"),
+    [
+        ({"duration": "2160h", "privateKey": {"rotationPolicy": "Always"}}, False),
+        ({"duration": "2161h", "privateKey": {"rotationPolicy": "Always"}}, True),
+        ({"duration": "2160h", "privateKey": {"rotationPolicy": "Never"}}, True),
+        ({"privateKey": {"rotationPolicy": "Always"}}, True),
+        ({"duration": "90 days", "privateKey": {"rotationPolicy": "Always"}}, True),
+        ({"isCA": True, "duration": "87600h"}, False),
+    ],
+)
+def test_certificate_lifetime(spec: dict[str, Any], fails: bool) -> None:
+    found = violations(RULES["certificate-lifetime"], "kubernetes:cert-manager.io/v1:Certificate", {"spec": spec})
+    assert bool(found) == fails
+
+
+def test_go_durations() -> None:
+    assert go_duration_hours("2160h") == 2160
+    assert go_duration_hours("1h30m") == 1.5
+    assert go_duration_hours("90d") is None and go_duration_hours("") is None
+
+
+@pytest.mark.parametrize(
+    ("props", "fails"),
+    [({"rotationDays": 30}, False), ({"rotationDays": 91}, True), ({"rotationMonths": 6}, True), ({}, True)],
+)
+def test_key_rotation_period(props: dict[str, Any], fails: bool) -> None:
+    assert bool(violations(RULES["key-rotation-period"], "time:index/rotating:Rotating", props)) == fails
