@@ -330,7 +330,12 @@ def harbor_claims(spec: PlatformSpec) -> dict[str, tuple[str, str | None]]:
     return claims
 
 
-def harbor_values(spec: PlatformSpec, secrets: dict[str, str], images: Mapping[str, Image] = IMAGES) -> dict[str, Any]:
+def harbor_values(
+    spec: PlatformSpec,
+    secrets: dict[str, str],
+    images: Mapping[str, Image] = IMAGES,
+    tls_secret: str | None = None,
+) -> dict[str, Any]:
     """Values of the Harbor chart (goharbor/harbor-helm 1.19.1, values.yaml): credentials only through existing
     Secrets, data on retained claims (or S3), images from the bootstrap registry, Trivy on, metrics on."""
     assert spec.registry is not None and spec.registry.harbor is not None
@@ -379,8 +384,9 @@ def harbor_values(spec: PlatformSpec, secrets: dict[str, str], images: Mapping[s
             external["existingSecret"] = secrets["redis"]
         redis = {"type": "external", "external": external}
     tls: dict[str, Any] = {"enabled": True}
-    if h.tls_secret_name:
-        tls.update(certSource="secret", secret={"secretName": h.tls_secret_name})
+    served_by = tls_secret or h.tls_secret_name
+    if served_by:
+        tls.update(certSource="secret", secret={"secretName": served_by})
     else:
         tls.update(certSource="auto", auto={"commonName": registry.host})
     return {

@@ -309,8 +309,10 @@ def build_platform(spec: PlatformSpec) -> Platform:
             )
     platform.models = placed
     platform.images = images
-    build_registry(spec, platform, opts)
+    # The PKI comes first: Harbor serves a PKI certificate (the PKI's own images come from the bootstrap registry
+    # when the platform manages Harbor, since Harbor does not exist yet).
     build_pki(spec, platform, opts)
+    build_registry(spec, platform, opts)
     build_gpu(spec, platform, opts)
     build_inference(spec, platform, opts)
     build_gateway(spec, platform, opts)
@@ -448,7 +450,10 @@ def with_pull_secret(chart_name: str, values: dict[str, Any], secret: str | None
 
 def pull_namespaces(spec: PlatformSpec) -> list[str]:
     """Namespaces whose pods pull from the registry."""
-    namespaces = [spec.namespaces.inference.name, spec.namespaces.operators.name, spec.namespaces.pki.name]
+    namespaces = [spec.namespaces.inference.name, spec.namespaces.operators.name]
+    if spec.registry is not None and spec.registry.harbor is None:
+        # With a managed Harbor the PKI comes up before it, from the bootstrap registry.
+        namespaces.append(spec.namespaces.pki.name)
     if spec.gateway is not None and spec.models:
         namespaces += [spec.namespaces.gateway.name, ENVOY_GATEWAY_NAMESPACE, AI_GATEWAY_NAMESPACE]
     if spec.node_pools and spec.gpu_operator.enabled:
@@ -477,6 +482,13 @@ def build_registry(spec: PlatformSpec, platform: Platform, opts: pulumi.Resource
             HarborProject(f"proxy-{p.name}", severity, proxy_endpoint=p.endpoint, proxy_provider=p.provider)
             for p in h.proxy_caches
         ]
+    harbor_tls = h.tls_secret_name
+    if harbor_tls is None and platform.pki is not None:
+        harbor_tls = HARBOR_TLS_SECRET
+        ns = spec.namespaces.registry.name
+        platform.pki.certificate(
+            "cert-harbor", ns, harbor_tls, registry.host, [registry.host, *service_dns_names("harbor", ns)], "server"
+        )
     ref = CHARTS["harbor"]
     source, repo = chart_source(ref, None)  # Harbor cannot come from itself: its chart comes from upstream or a file
     names = secret_names()
@@ -516,7 +528,7 @@ def build_registry(spec: PlatformSpec, platform: Platform, opts: pulumi.Resource
         chart=source,
         chart_version=ref.version,
         chart_repository=repo,
-        values=harbor_values(spec, names, platform.images),
+        values=harbor_values(spec, names, platform.images, tls_secret=harbor_tls),
         projects=projects,
         pull_namespaces=pull_namespaces(spec),
         pull_projects=[registry.platform_project, registry.models_project],
@@ -558,13 +570,13 @@ def _config_secret(ref: str) -> pulumi.Output[str]:
     return pulumi.Config(namespace).require_secret(name)
 
 
-def _chart_spec(name: str, values: dict[str, Any], spec: PlatformSpec) -> ChartSpec:
+def _chart_spec(name: str, values: dict[str, Any], spec: PlatformSpec, pull_secret: bool = True) -> ChartSpec:
     source, repo = chart_source(CHARTS[name], spec.registry)
     return ChartSpec(
         chart=source,
         version=CHARTS[name].version,
         repository=repo,
-        values=with_pull_secret(name, values, pull_secret_name(spec)),
+        values=with_pull_secret(name, values, pull_secret_name(spec)) if pull_secret else values,
     )
 
 
@@ -575,14 +587,23 @@ def build_pki(spec: PlatformSpec, platform: Platform, opts: pulumi.ResourceOptio
         return
     ns = spec.namespaces.pki.name
     pki = spec.pki
+    image_source = (
+        RegistrySpec(host=registry.harbor.bootstrap_registry, platform_project=registry.platform_project)
+        if registry.harbor is not None
+        else registry
+    )
     args = PkiArgs(
         namespace=ns,
         instance=spec.name,
         mode=pki.mode,
         duration_hours=spec.certificate_days * 24,
         key_algorithm=pki.key_algorithm,
-        cert_manager=_chart_spec("cert-manager", cert_manager_values(registry, platform.images), spec),
-        trust_manager=_chart_spec("trust-manager", trust_manager_values(registry, ns, platform.images), spec),
+        cert_manager=_chart_spec(
+            "cert-manager", cert_manager_values(image_source, platform.images), spec, registry.harbor is None
+        ),
+        trust_manager=_chart_spec(
+            "trust-manager", trust_manager_values(image_source, ns, platform.images), spec, registry.harbor is None
+        ),
         trust_namespace_labels={"app.kubernetes.io/part-of": "private-llm"},
         ca_certificate_pem=pki.enterprise.certificate_pem if pki.enterprise else None,
         ca_key=_config_secret(str(pki.enterprise.key_secret)) if pki.enterprise and pki.enterprise.key_secret else None,
@@ -755,6 +776,7 @@ def build_inference(spec: PlatformSpec, platform: Platform, opts: pulumi.Resourc
 
 
 METRICS_CLIENT_SECRET = "prometheus-client-tls"
+HARBOR_TLS_SECRET = "harbor-tls"
 GATEWAY_TLS_SECRET = "gateway-tls"
 GATEWAY_CLIENT_SECRET = "gateway-client-tls"
 

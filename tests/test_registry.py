@@ -108,13 +108,13 @@ def test_projects_follow_the_profile() -> None:
 def test_pull_only_robot_per_consumer_namespace() -> None:
     rec = render(platform())
     robots = {r.inputs["name"]: r for r in of_type(rec, "harbor:index/robotAccount:RobotAccount")}
-    assert set(robots) == {"pull-llm-inference", "pull-llm-operators", "pull-llm-pki", "pull-gpu-operator"}
+    assert set(robots) == {"pull-llm-inference", "pull-llm-operators", "pull-gpu-operator"}
     for robot in robots.values():
         accesses = [a for p in robot.inputs["permissions"] for a in p["accesses"]]
         assert {a["action"] for a in accesses} == {"pull"}
         assert {p["namespace"] for p in robot.inputs["permissions"]} == {"platform", "models"}
     pulls = [s for s in rec.kubernetes_objects() if s.kind == "Secret" and s.object_name == "registry-pull"]
-    assert {s.namespace for s in pulls} == {"llm-inference", "llm-operators", "llm-pki", "gpu-operator"}
+    assert {s.namespace for s in pulls} == {"llm-inference", "llm-operators", "gpu-operator"}
     for secret in pulls:
         assert secret.inputs["type"] == "kubernetes.io/dockerconfigjson"
         assert secret.masked["stringData"] == "[secret]"
@@ -268,3 +268,15 @@ def test_mirror_mode_of_the_program() -> None:
     assert not [r for r in rec.resources if r.type.startswith("kubernetes:")]
     [provider] = [r for r in rec.resources if r.type == "pulumi:providers:docker"]
     assert "[secret]" in json.dumps(provider.masked)
+
+
+def test_harbor_serves_a_pki_certificate_and_the_pki_comes_from_the_bootstrap_registry() -> None:
+    rec = render(platform())
+    [chart] = [c for c in rec.charts() if c.name == "harbor-chart"]
+    tls = chart.inputs["values"]["expose"]["tls"]
+    assert tls == {"enabled": True, "certSource": "secret", "secret": {"secretName": "harbor-tls"}}
+    [cert] = [r for r in rec.kubernetes_objects() if r.kind == "Certificate" and r.object_name == "harbor-tls"]
+    assert cert.namespace == "llm-registry" and "harbor.bank.internal" in cert.inputs["spec"]["dnsNames"]
+    [cm] = [c for c in rec.charts() if c.name == "pki-cert-manager"]
+    assert cm.inputs["values"]["image"]["repository"].startswith("bootstrap.bank.internal/")
+    assert "global" not in cm.inputs["values"]  # no Harbor pull secret before Harbor exists
