@@ -966,7 +966,6 @@ class GatewaySpec(StrictModel):
     service_type: Literal["LoadBalancer", "NodePort", "ClusterIP"] = "LoadBalancer"
     source_ranges: list[Annotated[str, AfterValidator(_cidr)]] = Field(default_factory=list)
     max_request_body: Quantity = "1Mi"
-    max_tokens: Annotated[int, Field(ge=1)] = 4096
     key_rotation_days: Annotated[int, Field(ge=2)] = 30
     """Lifetime of each tenant API key. A new key is issued every half period; the previous one keeps working for
     the other half (the overlap window)."""
