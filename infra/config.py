@@ -23,7 +23,7 @@ from typing import Annotated, Any, Literal
 
 import pulumi
 from kubernetes.utils.quantity import parse_quantity
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 
 CONFIG_NAMESPACE = "privatellm"
 PLATFORM_KEY = "platform"
@@ -800,6 +800,44 @@ class AutoscalingSpec(StrictModel):
     waiting_threshold: Annotated[int, Field(ge=1)] = 5
 
 
+_DURATION = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m)$")
+
+
+def _seconds(value: str | int | float) -> float:
+    """An SLO latency target: a number of seconds, or a duration such as 500ms, 2s, 1.5s."""
+    if isinstance(value, bool):
+        raise ValueError("must be a number of seconds or a duration such as 500ms or 2s")
+    if isinstance(value, int | float):
+        seconds = float(value)
+    else:
+        match = _DURATION.match(value.strip())
+        if not match:
+            raise ValueError("must be a number of seconds or a duration such as 500ms or 2s")
+        number, unit = float(match.group(1)), match.group(2)
+        seconds = number / 1000 if unit == "ms" else number * (60 if unit == "m" else 1)
+    if seconds <= 0:
+        raise ValueError("must be a positive duration")
+    return seconds
+
+
+Seconds = Annotated[float, BeforeValidator(_seconds)]
+
+
+class SloSpec(StrictModel):
+    """Service-level targets of one model: the alert thresholds."""
+
+    ttft_p95: Seconds = 0.5
+    ttft_p99: Seconds = 2.0
+    max_waiting: Annotated[int, Field(ge=1)] = 10
+    error_ratio: Annotated[float, Field(gt=0, lt=1)] = 0.05
+
+    @model_validator(mode="after")
+    def _ordered(self) -> SloSpec:
+        if self.ttft_p99 < self.ttft_p95:
+            raise ValueError(f"ttft_p99={self.ttft_p99}s is below ttft_p95={self.ttft_p95}s")
+        return self
+
+
 class ModelDeploymentSpec(StrictModel):
     """One served model: what to serve, where, how big, and how it is stored and verified."""
 
@@ -824,6 +862,7 @@ class ModelDeploymentSpec(StrictModel):
     integrity: IntegritySpec | None = None
     autoscaling: AutoscalingSpec = Field(default_factory=AutoscalingSpec)
     priority_class: DnsLabel | None = None
+    slo: SloSpec = Field(default_factory=SloSpec)
 
     @model_validator(mode="after")
     def _model_source(self) -> ModelDeploymentSpec:
@@ -980,6 +1019,63 @@ class GatewaySpec(StrictModel):
         return self
 
 
+# --------------------------------------------------------------------------------------------------------------
+# Observability and logging
+# --------------------------------------------------------------------------------------------------------------
+
+# Metrics retention, log retention (application / audit) and Elasticsearch nodes per profile.
+PROFILE_METRICS_RETENTION_DAYS: dict[str, int] = {"baseline": 15, "finance": 90, "healthcare": 90, "government": 180}
+PROFILE_MIN_AUDIT_RETENTION_DAYS: dict[str, int] = {
+    "baseline": 30,
+    "finance": 365,
+    "healthcare": 180,
+    "government": 365,
+}
+PROFILE_MIN_APP_RETENTION_DAYS: dict[str, int] = {"baseline": 7, "finance": 30, "healthcare": 30, "government": 90}
+PROFILE_ES_NODES: dict[str, int] = {"baseline": 1, "finance": 3, "healthcare": 3, "government": 3}
+
+
+class AlertReceiverSpec(StrictModel):
+    name: DnsLabel
+    type: Literal["webhook", "email"]
+    url: Annotated[str, Field(pattern=r"^https://")] | None = None
+    to: list[Annotated[str, Field(pattern=r"^[^@\s]+@[^@\s]+$")]] = Field(default_factory=list)
+    smarthost: Annotated[str, Field(pattern=r"^[a-z0-9.-]+:[0-9]+$")] | None = None
+    sender: str | None = None
+    severities: list[Literal["critical", "warning", "info"]] = Field(default_factory=lambda: ["critical", "warning"])
+
+    @model_validator(mode="after")
+    def _complete(self) -> AlertReceiverSpec:
+        if self.type == "webhook" and not self.url:
+            raise ValueError(f"receiver {self.name!r} of type webhook needs url (https://...)")
+        if self.type == "email" and not (self.to and self.smarthost and self.sender):
+            raise ValueError(f"receiver {self.name!r} of type email needs to, smarthost and sender")
+        return self
+
+
+class ObservabilitySpec(StrictModel):
+    """kube-prometheus-stack: Prometheus, Alertmanager, Grafana (dashboards and alerts built by the platform)."""
+
+    enabled: bool = True
+    metrics_retention_days: Annotated[int, Field(ge=1)] | None = None
+    storage_size: Quantity = "200Gi"
+    storage_class: str | None = None
+    receivers: list[AlertReceiverSpec] = Field(default_factory=list)
+
+
+class LoggingSpec(StrictModel):
+    """ECK (Elasticsearch, Kibana) and Fluent Bit, with PII redacted on the node."""
+
+    enabled: bool = True
+    elasticsearch_nodes: Annotated[int, Field(ge=1)] | None = None
+    storage_size: Quantity = "500Gi"
+    storage_class: str | None = None
+    audit_retention_days: Annotated[int, Field(ge=1)] | None = None
+    app_retention_days: Annotated[int, Field(ge=1)] | None = None
+    redaction_patterns: list[str] = Field(default_factory=list)
+    """Extra patterns masked before logs leave the node (Python regular expressions, simple subset)."""
+
+
 class PlatformSpec(StrictModel):
     """The whole platform one stack file describes."""
 
@@ -995,6 +1091,8 @@ class PlatformSpec(StrictModel):
     inference: InferenceSpec = Field(default_factory=InferenceSpec)
     pki: PkiSpec = Field(default_factory=PkiSpec)
     gateway: GatewaySpec | None = None
+    observability: ObservabilitySpec = Field(default_factory=ObservabilitySpec)
+    logging: LoggingSpec = Field(default_factory=LoggingSpec)
 
     @model_validator(mode="after")
     def _profile_rules(self) -> PlatformSpec:
@@ -1010,6 +1108,14 @@ class PlatformSpec(StrictModel):
                     f"gateway.key_rotation_days={self.gateway.key_rotation_days} is above the {self.profile} "
                     f"profile's maximum of {limit} days; rotate at least every {limit} days"
                 )
+        for field, value, minimum in (
+            ("logging.audit_retention_days", self.logging.audit_retention_days, PROFILE_MIN_AUDIT_RETENTION_DAYS),
+            ("logging.app_retention_days", self.logging.app_retention_days, PROFILE_MIN_APP_RETENTION_DAYS),
+        ):
+            if value is not None and value < minimum[self.profile]:
+                raise ValueError(
+                    f"{field}={value} is below the {self.profile} profile's minimum of {minimum[self.profile]} days"
+                )
         if self.pki.certificate_days is not None and self.pki.certificate_days > PROFILE_MAX_CERT_DAYS[self.profile]:
             raise ValueError(
                 f"pki.certificate_days={self.pki.certificate_days} is above the {self.profile} profile's maximum "
@@ -1021,6 +1127,18 @@ class PlatformSpec(StrictModel):
                 "accounts provide the pull secrets"
             )
         return self
+
+    @property
+    def audit_retention_days(self) -> int:
+        return self.logging.audit_retention_days or PROFILE_MIN_AUDIT_RETENTION_DAYS[self.profile]
+
+    @property
+    def app_retention_days(self) -> int:
+        return self.logging.app_retention_days or PROFILE_MIN_APP_RETENTION_DAYS[self.profile]
+
+    @property
+    def metrics_retention_days(self) -> int:
+        return self.observability.metrics_retention_days or PROFILE_METRICS_RETENTION_DAYS[self.profile]
 
     @property
     def certificate_days(self) -> int:

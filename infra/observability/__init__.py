@@ -1,0 +1,1 @@
+"""Observability: alert and recording rules, dashboards, log shipping with PII redaction."""
