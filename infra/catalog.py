@@ -68,6 +68,21 @@ IMAGES: dict[str, Image] = {
     "envoy-ratelimit": Image("docker.io/envoyproxy/ratelimit", "17b1956c"),
     "ai-gateway-controller": Image("docker.io/envoyproxy/ai-gateway-controller", "v1.1.0"),
     "ai-gateway-extproc": Image("docker.io/envoyproxy/ai-gateway-extproc", "v1.1.0"),
+    # kube-prometheus-stack 88.5.3: operator v0.93.1, Prometheus, Alertmanager, Grafana 13.2.0, kube-state-metrics.
+    "prometheus-operator": Image("quay.io/prometheus-operator/prometheus-operator", "v0.93.1"),
+    "prometheus-config-reloader": Image("quay.io/prometheus-operator/prometheus-config-reloader", "v0.93.1"),
+    "kube-webhook-certgen": Image("ghcr.io/jkroepke/kube-webhook-certgen", "1.8.7"),
+    "prometheus": Image("quay.io/prometheus/prometheus", "v3.14.0-distroless"),
+    "alertmanager": Image("quay.io/prometheus/alertmanager", "v0.34.0"),
+    "grafana": Image("docker.io/grafana/grafana", "13.2.0"),
+    "grafana-sidecar": Image("quay.io/kiwigrid/k8s-sidecar", "2.10.1"),
+    "kube-state-metrics": Image("registry.k8s.io/kube-state-metrics/kube-state-metrics", "v2.20.0"),
+    # ECK 3.5.0 with the Elastic Stack 9.4.3; Fluent Bit 5.1.1 (chart 0.58.1); the Elasticsearch exporter.
+    "eck-operator": Image("docker.elastic.co/eck/eck-operator", "3.5.0"),
+    "elasticsearch": Image("docker.elastic.co/elasticsearch/elasticsearch", "9.4.3"),
+    "kibana": Image("docker.elastic.co/kibana/kibana", "9.4.3"),
+    "fluent-bit": Image("cr.fluentbit.io/fluent/fluent-bit", "5.1.1"),
+    "elasticsearch-exporter": Image("quay.io/prometheuscommunity/elasticsearch-exporter", "v1.9.0"),
     # Harbor v2.15.1 (chart harbor 1.19.1); pulled from the bootstrap registry, since Harbor cannot serve itself
     # before it exists.
     **{
@@ -114,6 +129,11 @@ CHARTS: dict[str, ChartRef] = {
     "envoy-gateway": ChartRef("gateway-helm", "v1.9.0", "oci://docker.io/envoyproxy"),
     "ai-gateway-crds": ChartRef("ai-gateway-crds-helm", "v1.1.0", "oci://docker.io/envoyproxy"),
     "ai-gateway": ChartRef("ai-gateway-helm", "v1.1.0", "oci://docker.io/envoyproxy"),
+    "kube-prometheus-stack": ChartRef(
+        "kube-prometheus-stack", "88.5.3", "https://prometheus-community.github.io/helm-charts"
+    ),
+    "eck-operator": ChartRef("eck-operator", "3.5.0", "https://helm.elastic.co"),
+    "fluent-bit": ChartRef("fluent-bit", "0.58.1", "https://fluent.github.io/helm-charts"),
 }
 
 
@@ -297,6 +317,18 @@ CHART_IMAGES: dict[str, tuple[str, ...]] = {
     "envoy-gateway": ("envoy-gateway", "envoy-proxy", "envoy-ratelimit"),
     "ai-gateway-crds": (),
     "ai-gateway": ("ai-gateway-controller", "ai-gateway-extproc"),
+    "kube-prometheus-stack": (
+        "prometheus-operator",
+        "prometheus-config-reloader",
+        "kube-webhook-certgen",
+        "prometheus",
+        "alertmanager",
+        "grafana",
+        "grafana-sidecar",
+        "kube-state-metrics",
+    ),
+    "eck-operator": ("eck-operator", "elasticsearch", "kibana", "elasticsearch-exporter"),
+    "fluent-bit": ("fluent-bit",),
 }
 
 
@@ -556,4 +588,123 @@ def ai_gateway_values(registry: RegistrySpec, images: Mapping[str, Image] = IMAG
             "image": {"repository": _full(extproc, registry), "tag": pinned_tag(extproc)},
             "imagePullPolicy": "IfNotPresent",
         },
+    }
+
+
+def _registry_repo_tag(image: Image, registry: RegistrySpec) -> dict[str, str]:
+    host, repository = _split(image, registry)
+    return {"registry": host, "repository": repository, "tag": pinned_tag(image)}
+
+
+def kube_prometheus_stack_values(
+    registry: RegistrySpec,
+    retention_days: int,
+    storage_size: str,
+    storage_class: str | None,
+    alertmanager_config: dict[str, Any],
+    grafana_admin_secret: str,
+    grafana_tls_secret: str | None,
+    client_cert_secrets: list[str],
+    images: Mapping[str, Image] = IMAGES,
+) -> dict[str, Any]:
+    """kube-prometheus-stack 88.5.3: everything from the registry, retention and storage per profile, Grafana with
+    its admin from an existing Secret, no anonymous access, TLS; selects monitors and rules in every namespace;
+    node-exporter off (it needs the host's namespaces; GPU health comes from DCGM, volumes from the kubelet)."""
+
+    def img(key: str) -> dict[str, str]:
+        return _registry_repo_tag(images[key], registry)
+
+    storage: dict[str, Any] = {
+        "accessModes": ["ReadWriteOnce"],
+        "resources": {"requests": {"storage": storage_size}},
+    }
+    if storage_class:
+        storage["storageClassName"] = storage_class
+    grafana_ini: dict[str, Any] = {
+        "auth.anonymous": {"enabled": False},
+        "auth": {"disable_login_form": False},
+        "users": {"allow_sign_up": False},
+        "analytics": {"reporting_enabled": False, "check_for_updates": False},
+        "security": {"cookie_secure": True, "disable_gravatar": True},
+    }
+    grafana: dict[str, Any] = {
+        "image": img("grafana"),
+        "admin": {"existingSecret": grafana_admin_secret, "userKey": "admin-user", "passwordKey": "admin-password"},
+        "grafana.ini": grafana_ini,
+        "testFramework": {"enabled": False},
+        "initChownData": {"enabled": False},
+        "sidecar": {
+            "image": img("grafana-sidecar"),
+            "dashboards": {"enabled": True, "label": "grafana_dashboard", "labelValue": "1", "searchNamespace": "ALL"},
+        },
+    }
+    if grafana_tls_secret:
+        grafana_ini["server"] = {
+            "protocol": "https",
+            "cert_file": "/etc/grafana/tls/tls.crt",
+            "cert_key": "/etc/grafana/tls/tls.key",
+        }
+        grafana["extraSecretMounts"] = [
+            {"name": "tls", "secretName": grafana_tls_secret, "mountPath": "/etc/grafana/tls", "readOnly": True}
+        ]
+        probe = {"httpGet": {"path": "/api/health", "port": 3000, "scheme": "HTTPS"}}
+        grafana["readinessProbe"] = probe
+        grafana["livenessProbe"] = {**probe, "initialDelaySeconds": 60, "timeoutSeconds": 30, "failureThreshold": 10}
+        # The sidecar reloads dashboards through Grafana on localhost, which presents the service certificate.
+        grafana["sidecar"]["skipTlsVerify"] = True
+        grafana["sidecar"]["dashboards"]["reloadURL"] = (
+            "https://localhost:3000/api/admin/provisioning/dashboards/reload"
+        )
+    return {
+        "crds": {"enabled": True},
+        "prometheusOperator": {
+            "image": img("prometheus-operator"),
+            "prometheusConfigReloader": {"image": img("prometheus-config-reloader")},
+            "admissionWebhooks": {"patch": {"image": img("kube-webhook-certgen")}},
+        },
+        "prometheus": {
+            "prometheusSpec": {
+                "image": img("prometheus"),
+                "retention": f"{retention_days}d",
+                "storageSpec": {"volumeClaimTemplate": {"spec": storage}},
+                "secrets": list(client_cert_secrets),
+                "serviceMonitorSelectorNilUsesHelmValues": False,
+                "podMonitorSelectorNilUsesHelmValues": False,
+                "ruleSelectorNilUsesHelmValues": False,
+                "probeSelectorNilUsesHelmValues": False,
+                "scrapeConfigSelectorNilUsesHelmValues": False,
+            }
+        },
+        "alertmanager": {
+            "config": alertmanager_config,
+            "alertmanagerSpec": {
+                "image": img("alertmanager"),
+                "storage": {
+                    "volumeClaimTemplate": {"spec": {**storage, "resources": {"requests": {"storage": "10Gi"}}}}
+                },
+            },
+        },
+        "grafana": grafana,
+        "kube-state-metrics": {"image": img("kube-state-metrics")},
+        "nodeExporter": {"enabled": False},
+        "kubeEtcd": {"enabled": False},
+        "kubeControllerManager": {"enabled": False},
+        "kubeScheduler": {"enabled": False},
+        "kubeProxy": {"enabled": False},
+    }
+
+
+def eck_operator_values(
+    registry: RegistrySpec, managed_namespaces: list[str], images: Mapping[str, Image] = IMAGES
+) -> dict[str, Any]:
+    """ECK operator 3.5.0: manages only the logging namespace; restricted pod; the stack images are set on each
+    Elasticsearch/Kibana object from the catalog."""
+    image = images["eck-operator"]
+    return {
+        "installCRDs": True,
+        "image": {"repository": _full(image, registry), "tag": pinned_tag(image)},
+        "managedNamespaces": list(managed_namespaces),
+        "podSecurityContext": RESTRICTED_POD,
+        "securityContext": RESTRICTED_CONTAINER,
+        "config": {"containerRegistry": registry.host},
     }
