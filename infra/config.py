@@ -1035,6 +1035,10 @@ PROFILE_MIN_APP_RETENTION_DAYS: dict[str, int] = {"baseline": 7, "finance": 30, 
 PROFILE_ES_NODES: dict[str, int] = {"baseline": 1, "finance": 3, "healthcare": 3, "government": 3}
 
 
+AlertSeverity = Literal["critical", "warning", "info"]
+DEFAULT_ALERT_SEVERITIES: tuple[AlertSeverity, ...] = ("critical", "warning")
+
+
 class AlertReceiverSpec(StrictModel):
     name: DnsLabel
     type: Literal["webhook", "email"]
@@ -1042,7 +1046,7 @@ class AlertReceiverSpec(StrictModel):
     to: list[Annotated[str, Field(pattern=r"^[^@\s]+@[^@\s]+$")]] = Field(default_factory=list)
     smarthost: Annotated[str, Field(pattern=r"^[a-z0-9.-]+:[0-9]+$")] | None = None
     sender: str | None = None
-    severities: list[Literal["critical", "warning", "info"]] = Field(default_factory=lambda: ["critical", "warning"])
+    severities: list[AlertSeverity] = Field(default_factory=lambda: list(DEFAULT_ALERT_SEVERITIES))
 
     @model_validator(mode="after")
     def _complete(self) -> AlertReceiverSpec:
