@@ -9,7 +9,7 @@ STACK ?= dev
 CRDS ?= $(firstword $(wildcard ../shared/crds) $(wildcard shared/crds))
 CRD_FLAG := $(if $(CRDS),--crd-schemas $(CRDS),)
 
-.PHONY: install demo render check test lint format clean
+.PHONY: install demo render check test lint format clean system-deps
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -30,9 +30,16 @@ render: install
 check: install
 	$(BIN)/private-llm check --stack $(STACK) $(CRD_FLAG)
 
-## test: install what the tests need and run them
-test: install
+## test: install what the tests need (Python deps; promtool and LuaJIT from Debian) and run them
+test: install system-deps
 	$(BIN)/python -m pytest -q
+
+# promtool (Debian package prometheus) checks and unit-tests the alert rules; LuaJIT runs the log redaction filter.
+system-deps:
+	@if ! command -v promtool >/dev/null || ! command -v luajit >/dev/null; then \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq --no-install-recommends prometheus luajit >/dev/null; \
+	  else sudo apt-get update -qq && sudo apt-get install -y -qq --no-install-recommends prometheus luajit >/dev/null; fi; \
+	fi
 
 ## lint: ruff and mypy over the code we ship
 lint: install

@@ -579,6 +579,8 @@ def ai_gateway_values(registry: RegistrySpec, images: Mapping[str, Image] = IMAG
     controller, extproc = images["ai-gateway-controller"], images["ai-gateway-extproc"]
     return {
         "controller": {
+            # The tenant id header becomes the `tenant_id` label of the AI Gateway's token and latency metrics.
+            "metricsRequestHeaderAttributes": "x-privatellm-tenant:tenant.id",
             "image": {"repository": _full(controller, registry), "tag": pinned_tag(controller)},
             "imagePullPolicy": "IfNotPresent",
             "podSecurityContext": RESTRICTED_POD,
@@ -707,4 +709,86 @@ def eck_operator_values(
         "podSecurityContext": RESTRICTED_POD,
         "securityContext": RESTRICTED_CONTAINER,
         "config": {"containerRegistry": registry.host},
+    }
+
+
+LOG_SHIPPER_NAMESPACE = "llm-log-shipper"
+
+
+def fluent_bit_values(
+    registry: RegistrySpec,
+    elasticsearch_host: str,
+    writer_secret: str,
+    ca_configmap: str,
+    gateway_namespace: str | None,
+    extra_patterns: list[str],
+    images: Mapping[str, Image] = IMAGES,
+) -> dict[str, Any]:
+    """Fluent Bit chart 0.58.1: container logs and the gateway's audit log to Elasticsearch over verified TLS as a
+    least-privilege user, every record through the PII redaction filter before it leaves the node. The node's log
+    folder is mounted read-only; the pod is otherwise as locked down as reading root-owned logs allows."""
+    from infra.observability.fluentbit import fluent_bit_values_fragment
+
+    image = images["fluent-bit"]
+    fragment = fluent_bit_values_fragment(list(extra_patterns))
+    audit_path = f"/var/log/containers/*_{gateway_namespace}_envoy-*.log" if gateway_namespace else None
+    inputs = [
+        "[INPUT]\n    Name tail\n    Path /var/log/containers/*.log\n"
+        + (f"    Exclude_Path {audit_path}\n" if audit_path else "")
+        + "    multiline.parser docker, cri\n    Tag kube.*\n    Mem_Buf_Limit 5MB\n    Skip_Long_Lines On\n"
+    ]
+    if audit_path:
+        inputs.append(
+            f"[INPUT]\n    Name tail\n    Path {audit_path}\n    multiline.parser docker, cri\n    Tag audit.*\n"
+            "    Mem_Buf_Limit 5MB\n    Skip_Long_Lines On\n"
+        )
+    audit_parser = (
+        "[FILTER]\n    Name parser\n    Match audit.*\n    Key_Name log\n    Parser json\n    Reserve_Data On\n"
+        if audit_path
+        else ""
+    )
+
+    def output(match: str, prefix: str) -> str:
+        return (
+            f"[OUTPUT]\n    Name es\n    Match {match}\n    Host {elasticsearch_host}\n    Port 9200\n"
+            f"    Logstash_Format On\n    Logstash_Prefix {prefix}\n    Suppress_Type_Name On\n    Replace_Dots On\n"
+            "    tls On\n    tls.verify On\n    tls.ca_file /etc/platform-ca/ca.crt\n"
+            "    HTTP_User ${ES_USER}\n    HTTP_Passwd ${ES_PASSWORD}\n    Retry_Limit False\n"
+        )
+
+    outputs = [output("kube.*", "privatellm-app")]
+    if audit_path:
+        outputs.append(output("audit.*", "privatellm-audit"))
+    secret_env = [
+        {"name": env, "valueFrom": {"secretKeyRef": {"name": writer_secret, "key": key}}}
+        for env, key in (("ES_USER", "username"), ("ES_PASSWORD", "password"))
+    ]
+    return {
+        "image": {"repository": _full(image, registry), "tag": pinned_tag(image), "pullPolicy": "IfNotPresent"},
+        "testFramework": {"enabled": False},
+        "podSecurityContext": {"seccompProfile": {"type": "RuntimeDefault"}},
+        # Root to read the root-owned container logs; nothing else: no capabilities, read-only root filesystem.
+        "securityContext": {
+            "runAsUser": 0,
+            "readOnlyRootFilesystem": True,
+            "allowPrivilegeEscalation": False,
+            "capabilities": {"drop": ["ALL"]},
+        },
+        "env": secret_env,
+        "daemonSetVolumes": [
+            {"name": "varlog", "hostPath": {"path": "/var/log"}},
+            {"name": "etcmachineid", "hostPath": {"path": "/etc/machine-id", "type": "File"}},
+        ],
+        "daemonSetVolumeMounts": [
+            {"name": "varlog", "mountPath": "/var/log", "readOnly": True},
+            {"name": "etcmachineid", "mountPath": "/etc/machine-id", "readOnly": True},
+        ],
+        "extraVolumes": [{"name": "platform-ca", "configMap": {"name": ca_configmap}}],
+        "extraVolumeMounts": [{"name": "platform-ca", "mountPath": "/etc/platform-ca", "readOnly": True}],
+        "luaScripts": fragment["luaScripts"],
+        "config": {
+            "inputs": "".join(inputs),
+            "filters": audit_parser + fragment["config"]["filters"],
+            "outputs": "".join(outputs),
+        },
     }

@@ -1065,6 +1065,8 @@ class ObservabilitySpec(StrictModel):
     storage_size: Quantity = "200Gi"
     storage_class: str | None = None
     receivers: list[AlertReceiverSpec] = Field(default_factory=list)
+    egress_cidrs: list[Annotated[str, AfterValidator(_cidr)]] = Field(default_factory=list)
+    """Where Alertmanager reaches its receivers (webhook endpoints, mail relays)."""
 
 
 class LoggingSpec(StrictModel):
@@ -1078,6 +1080,13 @@ class LoggingSpec(StrictModel):
     app_retention_days: Annotated[int, Field(ge=1)] | None = None
     redaction_patterns: list[str] = Field(default_factory=list)
     """Extra patterns masked before logs leave the node (Python regular expressions, simple subset)."""
+
+    @model_validator(mode="after")
+    def _patterns(self) -> LoggingSpec:
+        from infra.observability.fluentbit import validate_extra_patterns
+
+        validate_extra_patterns(list(self.redaction_patterns))  # compiled now, at preview: one clear error
+        return self
 
 
 class PlatformSpec(StrictModel):

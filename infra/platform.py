@@ -13,12 +13,14 @@ import pulumi_kubernetes as k8s
 
 from components.gateway import GatewayModel, GatewayTenant, LlmGateway, LlmGatewayArgs
 from components.gpu_pools import EksNodeGroup, GpuNodePool, GpuNodePoolArgs, Taint
+from components.logging import WRITER_SECRET, LoggingArgs, LoggingStack
 from components.namespaces import (
     SecureNamespace,
     SecureNamespaceArgs,
     TenantRoles,
     TenantRolesArgs,
 )
+from components.observability import GRAFANA_ADMIN_SECRET, MonitoringArgs, MonitoringStack
 from components.pki import ChartSpec, Pki, PkiArgs, VaultIssuer, service_dns_names
 from components.registry import PULL_SECRET, HarborArgs, HarborProject, HarborRegistry, HarborReplication, secret_names
 from components.vllm import ServingTls, VllmService
@@ -28,17 +30,21 @@ from infra.catalog import (
     DEFAULT_DRIVER_VERSION,
     ENVOY_GATEWAY_NAMESPACE,
     IMAGES,
+    LOG_SHIPPER_NAMESPACE,
     ChartRef,
     GpuPoolSettings,
     Image,
     ai_gateway_values,
     cert_manager_values,
     chart_source,
+    eck_operator_values,
     envoy_gateway_values,
+    fluent_bit_values,
     gpu_operator_values,
     harbor_claims,
     harbor_values,
     keda_values,
+    kube_prometheus_stack_values,
     lws_values,
     trust_manager_values,
 )
@@ -47,6 +53,7 @@ from infra.config import (
     PLATFORM_QUOTA,
     POOL_LABEL,
     PROFILE_CIPHERS,
+    PROFILE_ES_NODES,
     PROFILE_MAX_CERT_DAYS,
     PROFILE_MAX_KEY_ROTATION_DAYS,
     PROFILE_SEVERITY,
@@ -62,6 +69,7 @@ from infra.config import (
 )
 from infra.images import LockError, apply_lock, load_lock, lock_path
 from infra.inference import PlacedModel, charts_needed, plan_models, vllm_service_args
+from infra.observability.ilm import lifecycle_documents
 from policies.registry import policy_config, profile_pack_config
 
 T = TypeVar("T")
@@ -102,6 +110,8 @@ class Platform:
     pools: dict[str, GpuNodePool] = field(default_factory=dict)
     registry: HarborRegistry | None = None
     pki: Pki | None = None
+    monitoring: MonitoringStack | None = None
+    logging: LoggingStack | None = None
     gateway: LlmGateway | None = None
     images: dict[str, Image] = field(default_factory=lambda: dict(IMAGES))
     services: dict[str, VllmService] = field(default_factory=dict)
@@ -278,16 +288,62 @@ def build_platform(spec: PlatformSpec) -> Platform:
                 egress_cidrs=[spec.pki.vault.server_cidr] if spec.pki.vault and spec.pki.vault.server_cidr else [],
                 egress_ports=[443, 8200],
             )
+        if role == "gateway" and spec.gateway is not None and spec.models:
+            # Envoy listens on 10443 for the HTTPS listener's 443; it reaches the models, its control plane and
+            # rate-limit service; Prometheus scrapes its metrics.
+            args = dataclasses.replace(
+                args,
+                ingress_from_anywhere_ports=[10443],
+                ingress_from_namespaces={spec.namespaces.monitoring.name: [19001]},
+                egress_to_namespaces={
+                    spec.namespaces.inference.name: [8000],
+                    ENVOY_GATEWAY_NAMESPACE: [18000, 18001, 18002, 8081],
+                },
+            )
+        if role == "monitoring" and spec.observability.enabled:
+            scrape = {
+                spec.namespaces.inference.name: [8000],
+                spec.namespaces.pki.name: [9402],
+                spec.namespaces.registry.name: [8001],
+                spec.namespaces.logging.name: [9114],
+                spec.namespaces.operators.name: [8080],
+            }
+            if spec.node_pools and spec.gpu_operator.enabled:
+                scrape[spec.gpu_operator.namespace] = [9400]
+            if spec.gateway is not None:
+                scrape[spec.namespaces.gateway.name] = [19001]
+            args = dataclasses.replace(
+                args,
+                api_server_cidrs=list(spec.cluster.api_server_cidrs),
+                api_server_ports=[*spec.cluster.api_server_ports, 10250],
+                webhook_ports=[10250],
+                allow_within_namespace=True,
+                egress_to_namespaces=scrape,
+                ingress_from_namespaces={spec.namespaces.operators.name: [9090]},
+                egress_cidrs=list(spec.observability.egress_cidrs),
+                egress_ports=[443, 587, 25],
+            )
+        if role == "logging" and spec.logging.enabled:
+            args = dataclasses.replace(
+                args,
+                allow_within_namespace=True,
+                ingress_from_namespaces={
+                    LOG_SHIPPER_NAMESPACE: [9200],
+                    spec.namespaces.monitoring.name: [9114],
+                    spec.namespaces.operators.name: [9200],
+                },
+            )
         if role == "operators":
-            # Controllers (LeaderWorkerSet, KEDA) watch the API server, serve its webhooks and talk among
-            # themselves; KEDA reads queue lengths from Prometheus.
+            # Controllers (LeaderWorkerSet, KEDA, ECK) watch the API server, serve its webhooks and talk among
+            # themselves; KEDA reads queue lengths from Prometheus; ECK manages Elasticsearch.
             args = dataclasses.replace(
                 args,
                 api_server_cidrs=list(spec.cluster.api_server_cidrs),
                 api_server_ports=list(spec.cluster.api_server_ports),
                 webhook_ports=[9443, 6443],
                 allow_within_namespace=True,
-                egress_to_namespaces={spec.namespaces.monitoring.name: [9090]},
+                egress_to_namespaces={spec.namespaces.monitoring.name: [9090], spec.namespaces.logging.name: [9200]},
+                ingress_from_namespaces={spec.namespaces.monitoring.name: [8080]},
             )
         with building(ns.name, "privatellm:baseline:SecureNamespace"):
             platform.namespaces[ns.name] = SecureNamespace(ns.name, args, opts=opts)
@@ -316,6 +372,8 @@ def build_platform(spec: PlatformSpec) -> Platform:
     build_gpu(spec, platform, opts)
     build_inference(spec, platform, opts)
     build_gateway(spec, platform, opts)
+    build_observability(spec, platform, opts)
+    build_logging(spec, platform, opts)
     return platform
 
 
@@ -327,9 +385,12 @@ GPU_OPERATOR_EXCEPTION = (
 
 def gpu_operator_exemptions(spec: PlatformSpec) -> dict[str, str]:
     """The documented exceptions to the restricted baseline, as policy config (namespace → reason)."""
+    exemptions: dict[str, str] = {}
     if spec.node_pools and spec.gpu_operator.enabled:
-        return {spec.gpu_operator.namespace: GPU_OPERATOR_EXCEPTION}
-    return {}
+        exemptions[spec.gpu_operator.namespace] = GPU_OPERATOR_EXCEPTION
+    if spec.logging.enabled and spec.registry is not None:
+        exemptions[LOG_SHIPPER_NAMESPACE] = LOG_SHIPPER_EXCEPTION
+    return exemptions
 
 
 def stack_policy_config(spec: PlatformSpec) -> dict[str, Any]:
@@ -420,6 +481,9 @@ PULL_SECRET_PATHS: dict[str, tuple[tuple[str, ...], ...]] = {
     "trust-manager": (("imagePullSecrets",),),
     "envoy-gateway": (("global", "imagePullSecrets"),),
     "ai-gateway": (("global", "imagePullSecrets"),),
+    "kube-prometheus-stack": (("global", "imagePullSecrets"),),
+    "eck-operator": (("imagePullSecrets",),),
+    "fluent-bit": (("imagePullSecrets",),),
     "gpu-operator": tuple(
         (component, "imagePullSecrets")
         for component in (
@@ -884,4 +948,235 @@ def build_gateway(spec: PlatformSpec, platform: Platform, opts: pulumi.ResourceO
                     depends_on=[platform.namespaces[gateway_ns], *installed, *certificates, *platform.services.values()]
                 ),
             ),
+        )
+
+
+GRAFANA_TLS_SECRET = "grafana-tls"
+ELASTICSEARCH_TLS_SECRET = "elasticsearch-tls"
+KIBANA_TLS_SECRET = "kibana-tls"
+LOG_SHIPPER_EXCEPTION = (
+    "Fluent Bit reads every container's log files from the node (hostPath /var/log, read-only, as root without "
+    "capabilities); nothing else runs in this namespace"
+)
+
+
+def observability_features(spec: PlatformSpec) -> set[str]:
+    features: set[str] = set()
+    if spec.node_pools and spec.gpu_operator.enabled:
+        features.add("gpu")
+    if spec.gateway is not None and spec.models:
+        features.add("gateway")
+    return features
+
+
+def alertmanager_config(spec: PlatformSpec) -> dict[str, Any]:
+    """Alertmanager's native configuration: one route per receiver, selected by alert severity."""
+    receivers: list[dict[str, Any]] = [{"name": "null"}]
+    routes = []
+    for r in spec.observability.receivers:
+        receiver: dict[str, Any] = {"name": r.name}
+        if r.type == "webhook":
+            receiver["webhook_configs"] = [{"url": r.url, "send_resolved": True}]
+        else:
+            receiver["email_configs"] = [
+                {"to": ", ".join(r.to), "from": r.sender, "smarthost": r.smarthost, "require_tls": True}
+            ]
+        receivers.append(receiver)
+        routes.append({"receiver": r.name, "matchers": [f'severity=~"{"|".join(r.severities)}"'], "continue": True})
+    return {
+        "route": {
+            "receiver": "null",
+            "group_by": ["alertname", "namespace", "model_name"],
+            "group_wait": "30s",
+            "group_interval": "5m",
+            "repeat_interval": "4h",
+            "routes": routes,
+        },
+        "receivers": receivers,
+    }
+
+
+def build_observability(spec: PlatformSpec, platform: Platform, opts: pulumi.ResourceOptions) -> None:
+    """kube-prometheus-stack, the platform's alert rules (from the models' SLOs) and dashboards."""
+    from infra.observability.dashboards import dashboard_configmaps_data
+    from infra.observability.rules import ModelSlo, build_rule_groups
+
+    registry = spec.registry
+    if not spec.observability.enabled or registry is None:
+        return
+    ns = spec.namespaces.monitoring.name
+    features = observability_features(spec)
+    grafana_tls = None
+    if platform.pki is not None:
+        grafana_tls = GRAFANA_TLS_SECRET
+        platform.pki.certificate(
+            "cert-grafana", ns, grafana_tls, "grafana", service_dns_names("monitoring-grafana", ns)
+        )
+    models = [m.spec for m in platform.models]
+    rule_features = set(features)
+    if spec.registry is not None and spec.registry.harbor is not None:
+        rule_features.add("harbor")
+    if spec.logging.enabled:
+        rule_features.add("elasticsearch")
+    if platform.pki is not None:
+        rule_features.add("cert-manager")
+    groups = build_rule_groups(
+        [
+            ModelSlo(
+                model=p.spec.served_name,
+                ttft_p95_seconds=p.spec.slo.ttft_p95,
+                ttft_p99_seconds=p.spec.slo.ttft_p99,
+                max_waiting=p.spec.slo.max_waiting,
+                error_ratio=p.spec.slo.error_ratio,
+                workload=p.spec.name,
+                multi_node=p.plan.pipeline_parallel_size > 1,
+            )
+            for p in platform.models
+        ],
+        spec.namespaces.inference.name,
+        rule_features,
+        platform_namespaces=sorted(platform.namespaces),
+    )
+    values = with_pull_secret(
+        "kube-prometheus-stack",
+        kube_prometheus_stack_values(
+            registry,
+            retention_days=spec.metrics_retention_days,
+            storage_size=spec.observability.storage_size,
+            storage_class=spec.observability.storage_class,
+            alertmanager_config=alertmanager_config(spec),
+            grafana_admin_secret=GRAFANA_ADMIN_SECRET,
+            grafana_tls_secret=grafana_tls,
+            client_cert_secrets=[],
+            images=platform.images,
+        ),
+        pull_secret_name(spec),
+    )
+    source, repo = chart_source(CHARTS["kube-prometheus-stack"], registry)
+    args = MonitoringArgs(
+        namespace=ns,
+        instance=spec.name,
+        chart=source,
+        chart_version=CHARTS["kube-prometheus-stack"].version,
+        chart_repository=repo,
+        values=values,
+        rule_groups=groups,
+        dashboards=dashboard_configmaps_data([m.served_name for m in models], spec.namespaces.inference.name, features)
+        if models
+        else {},
+    )
+    with building("monitoring", "privatellm:observability:MonitoringStack"):
+        platform.monitoring = MonitoringStack(
+            "monitoring",
+            args,
+            opts=pulumi.ResourceOptions.merge(
+                opts, pulumi.ResourceOptions(depends_on=[platform.namespaces[ns], *pull_dependencies(platform)])
+            ),
+        )
+
+
+def build_logging(spec: PlatformSpec, platform: Platform, opts: pulumi.ResourceOptions) -> None:
+    """ECK operator, Elasticsearch, Kibana, index lifecycle, and Fluent Bit with PII redaction on every node."""
+    registry = spec.registry
+    if not spec.logging.enabled or registry is None or platform.pki is None:
+        return
+    ns = spec.namespaces.logging.name
+    operators_ns = spec.namespaces.operators.name
+    nodes = spec.logging.elasticsearch_nodes or PROFILE_ES_NODES[spec.profile]
+    cluster = f"{spec.name}-logs"
+    platform.pki.certificate(
+        "cert-elasticsearch",
+        ns,
+        ELASTICSEARCH_TLS_SECRET,
+        f"{cluster}-es-http",
+        service_dns_names(f"{cluster}-es-http", ns),
+    )
+    platform.pki.certificate(
+        "cert-kibana", ns, KIBANA_TLS_SECRET, f"{cluster}-kb-http", service_dns_names(f"{cluster}-kb-http", ns)
+    )
+    with building("eck-operator", "kubernetes:helm.sh/v4:Chart"):
+        platform.charts["eck-operator"] = chart(
+            "eck-operator",
+            CHARTS["eck-operator"],
+            operators_ns,
+            with_pull_secret(
+                "eck-operator", eck_operator_values(registry, [ns], platform.images), pull_secret_name(spec)
+            ),
+            pulumi.ResourceOptions.merge(
+                opts,
+                pulumi.ResourceOptions(depends_on=[platform.namespaces[operators_ns], *pull_dependencies(platform)]),
+            ),
+            registry,
+        )
+    # The log shipper's namespace: the second documented exception to the restricted baseline.
+    shipper_args = dataclasses.replace(
+        namespace_args(
+            spec,
+            LOG_SHIPPER_NAMESPACE,
+            purpose="platform:log-shipper",
+            quota=PLATFORM_QUOTA,
+            limits=PLATFORM_LIMITS,
+            extra_labels={"privatellm.io/platform-role": "log-shipper"},
+        ),
+        pod_security_level="privileged",
+        exception_reason=LOG_SHIPPER_EXCEPTION,
+        api_server_cidrs=list(spec.cluster.api_server_cidrs),
+        api_server_ports=list(spec.cluster.api_server_ports),
+        egress_to_namespaces={ns: [9200]},
+        ingress_from_namespaces={spec.namespaces.monitoring.name: [2020]},
+    )
+    with building(LOG_SHIPPER_NAMESPACE, "privatellm:baseline:SecureNamespace"):
+        platform.namespaces[LOG_SHIPPER_NAMESPACE] = SecureNamespace(LOG_SHIPPER_NAMESPACE, shipper_args, opts=opts)
+    images = platform.images
+    pull = pull_secret_name(spec)
+    args = LoggingArgs(
+        namespace=ns,
+        instance=spec.name,
+        version=images["elasticsearch"].tag,
+        elasticsearch_image=images["elasticsearch"].render(registry),
+        kibana_image=images["kibana"].render(registry),
+        exporter_image=images["elasticsearch-exporter"].render(registry),
+        nodes=nodes,
+        storage_size=spec.logging.storage_size,
+        storage_class=spec.logging.storage_class,
+        elasticsearch_tls_secret=ELASTICSEARCH_TLS_SECRET,
+        kibana_tls_secret=KIBANA_TLS_SECRET,
+        ca_configmap=f"{spec.name}-platform-ca",
+        lifecycle_documents=lifecycle_documents(spec.audit_retention_days, spec.app_retention_days, nodes),
+        shipper_namespace=LOG_SHIPPER_NAMESPACE,
+        image_pull_secrets=(pull,) if pull and spec.registry is not None and spec.registry.harbor is None else (),
+    )
+    with building("logging", "privatellm:logging:LoggingStack"):
+        platform.logging = LoggingStack(
+            "logging",
+            args,
+            opts=pulumi.ResourceOptions.merge(
+                opts,
+                pulumi.ResourceOptions(
+                    depends_on=[
+                        platform.namespaces[ns],
+                        platform.namespaces[LOG_SHIPPER_NAMESPACE],
+                        platform.charts["eck-operator"],
+                        platform.pki,
+                    ]
+                ),
+            ),
+        )
+    values = fluent_bit_values(
+        registry,
+        elasticsearch_host=f"{cluster}-es-http.{ns}.svc",
+        writer_secret=WRITER_SECRET,
+        ca_configmap=f"{spec.name}-platform-ca",
+        gateway_namespace=spec.namespaces.gateway.name if spec.gateway is not None else None,
+        extra_patterns=list(spec.logging.redaction_patterns),
+        images=images,
+    )
+    with building("fluent-bit", "kubernetes:helm.sh/v4:Chart"):
+        platform.charts["fluent-bit"] = chart(
+            "fluent-bit",
+            CHARTS["fluent-bit"],
+            LOG_SHIPPER_NAMESPACE,
+            values,
+            pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(depends_on=[platform.logging])),
+            registry,
         )

@@ -318,7 +318,7 @@ def test_gpu_operator_namespace_is_the_documented_exception(crds: Path) -> None:
     patches = [r for r in rec.resources if r.type == "kubernetes:core/v1:NodePatch"]
     assert sorted(p.inputs["metadata"]["name"] for p in patches) == ["a", "b"]
     # The model is scheduled through the pool's contract.
-    [deployment] = [r for r in rec.kubernetes_objects() if r.kind == "Deployment"]
+    [deployment] = [r for r in rec.kubernetes_objects() if r.kind == "Deployment" and r.namespace == "llm-inference"]
     pod = deployment.inputs["spec"]["template"]["spec"]
     assert pod["nodeSelector"] == {"privatellm.io/gpu-pool": "h100"}
     assert pod["tolerations"] == [

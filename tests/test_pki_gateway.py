@@ -115,7 +115,7 @@ def test_every_model_serves_mtls_with_profile_certificates() -> None:
     assert server["privateKey"]["rotationPolicy"] == "Always"
     assert "client auth" in certs["llama-8b-probe-tls"].inputs["spec"]["usages"]
     assert "client auth" in certs["prometheus-client-tls"].inputs["spec"]["usages"]
-    [deployment] = [d for d in rec.kubernetes_objects() if d.kind == "Deployment"]
+    [deployment] = [d for d in rec.kubernetes_objects() if d.kind == "Deployment" and d.namespace == "llm-inference"]
     args = deployment.inputs["spec"]["template"]["spec"]["containers"][0]["args"]
     assert args[args.index("--ssl-cert-reqs") + 1] == "2"
     assert args[args.index("--ssl-ciphers") + 1] == "ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384"

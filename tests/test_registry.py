@@ -121,7 +121,7 @@ def test_pull_only_robot_per_consumer_namespace() -> None:
         config = json.loads(secret.inputs["stringData"][".dockerconfigjson"])
         assert set(config["auths"]) == {"harbor.bank.internal"}
     # Every consumer uses it.
-    [deployment] = [d for d in rec.kubernetes_objects() if d.kind == "Deployment"]
+    [deployment] = [d for d in rec.kubernetes_objects() if d.kind == "Deployment" and d.namespace == "llm-inference"]
     assert deployment.inputs["spec"]["template"]["spec"]["imagePullSecrets"] == [{"name": "registry-pull"}]
     charts = {c.name: c.inputs["values"] for c in rec.charts()}
     assert charts["keda"]["imagePullSecrets"] == [{"name": "registry-pull"}]
@@ -202,7 +202,7 @@ def test_lock_pins_every_rendered_image(tmp_path: Path) -> None:
     keda = "sha256:" + hashlib.sha256(b"keda").hexdigest()
     write_lock(project / "stacks" / "Pulumi.locked.lock.yaml", {"vllm": digest, "keda": keda})
     rec = render(platform(), project=project, stack="locked")
-    [deployment] = [d for d in rec.kubernetes_objects() if d.kind == "Deployment"]
+    [deployment] = [d for d in rec.kubernetes_objects() if d.kind == "Deployment" and d.namespace == "llm-inference"]
     image = deployment.inputs["spec"]["template"]["spec"]["containers"][0]["image"]
     assert image == f"harbor.bank.internal/platform/vllm/vllm-openai:v0.33.0@{digest}"
     [chart] = [c for c in rec.charts() if c.name == "keda"]

@@ -49,6 +49,15 @@ def test_every_namespace_is_secured(stack: str) -> None:
         [gpu_ns] = [o for o in objects if o.kind == "Namespace" and o.object_name == spec.gpu_operator.namespace]
         assert gpu_ns.inputs["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "privileged"
         assert gpu_ns.inputs["metadata"]["annotations"]["privatellm.io/pod-security-exception"]
+    if spec.logging.enabled and spec.registry is not None:
+        from infra.catalog import LOG_SHIPPER_NAMESPACE
+
+        # The second documented exception: the log shipper reads the node's log files.
+        expected.add(LOG_SHIPPER_NAMESPACE)
+        [shipper] = [o for o in objects if o.kind == "Namespace" and o.object_name == LOG_SHIPPER_NAMESPACE]
+        assert shipper.inputs["metadata"]["annotations"]["privatellm.io/pod-security-exception"].startswith(
+            "Fluent Bit"
+        )
     if spec.gateway is not None and spec.models:
         from infra.catalog import AI_GATEWAY_NAMESPACE, ENVOY_GATEWAY_NAMESPACE
 
