@@ -10,7 +10,8 @@
 - per tenant: two API keys (pulumi_random) in staggered rotation slots (pulumiverse-time), so that after each
   rotation the previous key keeps working for one rotation period; a SecurityPolicy accepting inference keys on the
   model route and every key (guests included) on a `/v1/models` route; per-tenant request and token limits
-  (BackendTrafficPolicy, global limits in Redis) and a request body cap.
+  (BackendTrafficPolicy, global limits in Redis) and a request body cap;
+- with the monitoring stack: a PodMonitor scraping the proxies (Envoy statistics and AI Gateway GenAI metrics).
 """
 
 from __future__ import annotations
@@ -85,6 +86,8 @@ class LlmGatewayArgs:
     max_request_body: str = "1Mi"
     global_limits: bool = True
     extra_log_fields: Mapping[str, str] = field(default_factory=dict)
+    pod_monitor: bool = False
+    """Create a PodMonitor for the proxies (needs the Prometheus Operator CRDs, i.e. the monitoring stack)."""
 
     def __post_init__(self) -> None:
         for what, value in (("namespace", self.namespace), ("instance", self.instance)):
@@ -182,6 +185,7 @@ class LlmGateway(pulumi.ComponentResource):
         self.keys = self._tenant_keys(name, child)
         self.security = self._security(name)
         self.limits = self._limits(name)
+        self.monitor = self._pod_monitor(name) if a.pod_monitor else None
         self.register_outputs({"url": f"https://{a.hostname}/v1", "gateway": self.gateway_name})
 
     # -------------------------------------------------------------------------------------------------- proxy
@@ -217,6 +221,32 @@ class LlmGateway(pulumi.ComponentResource):
                 },
             },
             opts=child,
+        )
+
+    def _pod_monitor(self, name: str) -> k8s.apiextensions.CustomResource:
+        """Scrape every proxy of this Gateway: Envoy's own statistics (port `metrics`, 19001) and the AI Gateway
+        external processor's GenAI metrics (sidecar port `aigw-metrics`, 1064: token usage per model and tenant,
+        time to first token). Proxies run in the gateway namespace (Envoy Gateway's GatewayNamespace mode)."""
+        a = self.args
+        return k8s.apiextensions.CustomResource(
+            f"{name}-monitor",
+            api_version="monitoring.coreos.com/v1",
+            kind="PodMonitor",
+            metadata=self.meta(f"{self.gateway_name}-proxy", "metrics"),
+            spec={
+                "selector": {
+                    "matchLabels": {
+                        "gateway.envoyproxy.io/owning-gateway-name": self.gateway_name,
+                        "gateway.envoyproxy.io/owning-gateway-namespace": a.namespace,
+                    }
+                },
+                "namespaceSelector": {"matchNames": [a.namespace]},
+                "podMetricsEndpoints": [
+                    {"port": "metrics", "path": "/stats/prometheus", "interval": "15s"},
+                    {"port": "aigw-metrics", "path": "/metrics", "interval": "15s"},
+                ],
+            },
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[self.gateway]),
         )
 
     # ------------------------------------------------------------------------------------------------ routing

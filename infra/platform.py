@@ -56,6 +56,8 @@ from infra.config import (
     PROFILE_ES_NODES,
     PROFILE_MAX_CERT_DAYS,
     PROFILE_MAX_KEY_ROTATION_DAYS,
+    PROFILE_MIN_APP_RETENTION_DAYS,
+    PROFILE_MIN_AUDIT_RETENTION_DAYS,
     PROFILE_SEVERITY,
     TENANT_ROLES,
     GpuPoolSpec,
@@ -294,7 +296,7 @@ def build_platform(spec: PlatformSpec) -> Platform:
             args = dataclasses.replace(
                 args,
                 ingress_from_anywhere_ports=[10443],
-                ingress_from_namespaces={spec.namespaces.monitoring.name: [19001]},
+                ingress_from_namespaces={spec.namespaces.monitoring.name: [19001, 1064]},
                 egress_to_namespaces={
                     spec.namespaces.inference.name: [8000],
                     ENVOY_GATEWAY_NAMESPACE: [18000, 18001, 18002, 8081],
@@ -311,7 +313,7 @@ def build_platform(spec: PlatformSpec) -> Platform:
             if spec.node_pools and spec.gpu_operator.enabled:
                 scrape[spec.gpu_operator.namespace] = [9400]
             if spec.gateway is not None:
-                scrape[spec.namespaces.gateway.name] = [19001]
+                scrape[spec.namespaces.gateway.name] = [19001, 1064]
             args = dataclasses.replace(
                 args,
                 api_server_cidrs=list(spec.cluster.api_server_cidrs),
@@ -413,6 +415,8 @@ def stack_policy_config(spec: PlatformSpec) -> dict[str, Any]:
         gateway_namespaces=[spec.namespaces.gateway.name] if spec.gateway is not None else [],
         max_certificate_days=PROFILE_MAX_CERT_DAYS[spec.profile],
         max_key_rotation_days=PROFILE_MAX_KEY_ROTATION_DAYS[spec.profile],
+        min_audit_retention_days=PROFILE_MIN_AUDIT_RETENTION_DAYS[spec.profile],
+        min_app_retention_days=PROFILE_MIN_APP_RETENTION_DAYS[spec.profile],
     )
 
 
@@ -937,6 +941,7 @@ def build_gateway(spec: PlatformSpec, platform: Platform, opts: pulumi.ResourceO
         source_ranges=list(g.source_ranges),
         max_request_body=g.max_request_body,
         global_limits=g.redis_url is not None,
+        pod_monitor=spec.observability.enabled,
     )
     with building("gateway", "privatellm:gateway:LlmGateway"):
         platform.gateway = LlmGateway(

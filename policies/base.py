@@ -54,6 +54,8 @@ COMMON_CONFIG = PolicyConfigSchema(
         },
         "maxCertificateDays": {"type": "integer", "minimum": 1, "default": 90},
         "maxKeyRotationDays": {"type": "integer", "minimum": 1, "default": 90},
+        "minAuditRetentionDays": {"type": "integer", "minimum": 1, "default": 365},
+        "minAppRetentionDays": {"type": "integer", "minimum": 1, "default": 30},
         "exemptNamespaces": {
             "type": "object",
             "default": {},

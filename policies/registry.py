@@ -9,6 +9,7 @@ from pulumi_policy import EnforcementLevel, Policy
 
 from policies.base import DEFAULT_KUBERNETES_VERSION, Rule, StackRule
 from policies.namespaces import NAMESPACE_RULES, STACK_RULES
+from policies.observability import OBSERVABILITY_RULES
 from policies.podsecurity import POD_SECURITY_RULES
 from policies.supplychain import SUPPLY_CHAIN_RULES
 from policies.tls import TLS_RULES
@@ -16,7 +17,13 @@ from policies.tls import TLS_RULES
 PACK_NAME = "private-llm-baseline"
 PACK_DESCRIPTION = "private-llm compliance baseline: Pod Security Standards restricted, CIS/NSA namespace isolation"
 
-RESOURCE_RULES: list[Rule] = [*POD_SECURITY_RULES, *NAMESPACE_RULES, *SUPPLY_CHAIN_RULES, *TLS_RULES]
+RESOURCE_RULES: list[Rule] = [
+    *POD_SECURITY_RULES,
+    *NAMESPACE_RULES,
+    *SUPPLY_CHAIN_RULES,
+    *TLS_RULES,
+    *OBSERVABILITY_RULES,
+]
 ALL_STACK_RULES: list[StackRule] = list(STACK_RULES)
 ALL_POLICIES: list[Policy] = [*RESOURCE_RULES, *ALL_STACK_RULES]
 
@@ -39,6 +46,8 @@ def policy_config(
     gateway_namespaces: list[str] | None = None,
     max_certificate_days: int = 90,
     max_key_rotation_days: int = 90,
+    min_audit_retention_days: int = 365,
+    min_app_retention_days: int = 30,
 ) -> dict[str, Any]:
     """The config every policy receives (the same keys `--policy-pack-config` sets for the real engine)."""
     return {
@@ -49,6 +58,8 @@ def policy_config(
         "gatewayNamespaces": list(gateway_namespaces or []),
         "maxCertificateDays": max_certificate_days,
         "maxKeyRotationDays": max_key_rotation_days,
+        "minAuditRetentionDays": min_audit_retention_days,
+        "minAppRetentionDays": min_app_retention_days,
     }
 
 

@@ -204,3 +204,22 @@ def test_log_shipper_is_a_declared_exception() -> None:
     config = stack_pack_config(spec)
     exempt = config["pss-host-path-volumes"]["exemptNamespaces"]
     assert exempt["llm-log-shipper"].startswith("Fluent Bit") and exempt["gpu-operator"].startswith("NVIDIA")
+
+
+def test_gateway_proxies_are_scraped(finance: Recording) -> None:
+    [monitor] = objects(finance, "PodMonitor").values()
+    assert monitor.namespace == "llm-gateway"
+    spec = monitor.inputs["spec"]
+    [gateway] = objects(finance, "Gateway").values()
+    assert spec["selector"]["matchLabels"]["gateway.envoyproxy.io/owning-gateway-name"] == gateway.object_name
+    ports = {e["port"]: e["path"] for e in spec["podMetricsEndpoints"]}
+    assert ports == {"metrics": "/stats/prometheus", "aigw-metrics": "/metrics"}
+    policies = {(p.namespace, p.object_name): p.inputs["spec"] for p in objects_list(finance, "NetworkPolicy")}
+    ingress = policies[("llm-gateway", "allow-ingress-from-llm-monitoring")]["ingress"]
+    assert {p["port"] for rule in ingress for p in rule["ports"]} == {19001, 1064}
+    egress = policies[("llm-monitoring", "allow-egress-to-llm-gateway")]["egress"]
+    assert {p["port"] for rule in egress for p in rule["ports"]} == {19001, 1064}
+
+
+def objects_list(rec: Recording, kind: str) -> list[Any]:
+    return [o for o in rec.kubernetes_objects() if o.kind == kind]
