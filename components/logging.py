@@ -5,8 +5,9 @@
   (`volumeClaimDeletePolicy: DeleteOnScaledownOnly`), restricted pods (`node.store.allow_mmap: false`, so no
   privileged sysctl init container);
 - Kibana serving a PKI certificate;
-- two file-realm users with generated passwords: a log writer (create documents in `privatellm-*` only) whose
-  credentials are also copied into the log shipper's namespace, and a monitoring user for the exporter;
+- three file-realm users with generated passwords: a log writer (create documents in `privatellm-*` only) whose
+  credentials are also copied into the log shipper's namespace, a monitoring user for the exporter, and an audit
+  reader (read `privatellm-audit-*` only) copied into the monitoring namespace for Grafana's audit-log data source;
 - a Job applying the ILM policies and index templates (idempotent; re-run when they change);
 - the Elasticsearch exporter (Deployment, Service, ServiceMonitor) for cluster health and disk watermarks.
 """
@@ -30,6 +31,8 @@ _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 WRITER_USER = "privatellm-log-writer"
 MONITOR_USER = "privatellm-monitor"
 WRITER_SECRET = "elasticsearch-log-writer"
+READER_USER = "privatellm-audit-reader"
+READER_SECRET = "elasticsearch-audit-reader"
 ROLES_YAML = """privatellm_log_writer:
   cluster: ["monitor"]
   indices:
@@ -40,6 +43,10 @@ privatellm_monitor:
   indices:
     - names: ["*"]
       privileges: ["monitor"]
+privatellm_audit_reader:
+  indices:
+    - names: ["privatellm-audit-*"]
+      privileges: ["read", "view_index_metadata"]
 """
 RESTRICTED_CONTAINER = {
     "allowPrivilegeEscalation": False,
@@ -66,12 +73,15 @@ class LoggingArgs:
     lifecycle_documents: Mapping[str, str]
     shipper_namespace: str
     image_pull_secrets: tuple[str, ...] = ()
+    reader_namespace: str | None = None
+    """Where Grafana runs: receives a copy of the audit reader's credentials (`READER_SECRET`)."""
 
     def __post_init__(self) -> None:
         for what, value in (
             ("namespace", self.namespace),
             ("instance", self.instance),
             ("shipper_namespace", self.shipper_namespace),
+            ("reader_namespace", self.reader_namespace or "unset"),
         ):
             if not _DNS_LABEL.match(value):
                 raise ValueError(f"{what}={value!r} is not a DNS-1123 label")
@@ -118,6 +128,7 @@ class LoggingStack(pulumi.ComponentResource):
         )
         self.writer_password = random.RandomPassword(f"{name}-writer-password", length=32, special=False, opts=child)
         self.monitor_password = random.RandomPassword(f"{name}-monitor-password", length=32, special=False, opts=child)
+        self.reader_password = random.RandomPassword(f"{name}-reader-password", length=32, special=False, opts=child)
         users = [
             k8s.core.v1.Secret(
                 f"{name}-user-{user}",
@@ -129,6 +140,7 @@ class LoggingStack(pulumi.ComponentResource):
             for user, password, role in (
                 (WRITER_USER, self.writer_password, "privatellm_log_writer"),
                 (MONITOR_USER, self.monitor_password, "privatellm_monitor"),
+                (READER_USER, self.reader_password, "privatellm_audit_reader"),
             )
         ]
         # The shipper runs in its own namespace: it gets a copy of the writer's credentials only.
@@ -138,6 +150,17 @@ class LoggingStack(pulumi.ComponentResource):
             type="kubernetes.io/basic-auth",
             string_data={"username": WRITER_USER, "password": self.writer_password.result},
             opts=secret_opts,
+        )
+        self.reader_secret = (
+            k8s.core.v1.Secret(
+                f"{name}-reader-for-grafana",
+                metadata=meta(READER_SECRET, "grafana", a.reader_namespace),
+                type="kubernetes.io/basic-auth",
+                string_data={"username": READER_USER, "password": self.reader_password.result},
+                opts=secret_opts,
+            )
+            if a.reader_namespace
+            else None
         )
         pod_security = {"runAsNonRoot": True, "fsGroup": 1000, "seccompProfile": {"type": "RuntimeDefault"}}
         volume: dict[str, Any] = {
@@ -158,8 +181,7 @@ class LoggingStack(pulumi.ComponentResource):
                 "auth": {
                     "roles": [{"secretName": f"{a.cluster}-roles"}],
                     "fileRealm": [
-                        {"secretName": f"{a.cluster}-user-{WRITER_USER}"},
-                        {"secretName": f"{a.cluster}-user-{MONITOR_USER}"},
+                        {"secretName": f"{a.cluster}-user-{u}"} for u in (WRITER_USER, MONITOR_USER, READER_USER)
                     ],
                 },
                 # Log data is evidence: deleting the cluster keeps its volumes.

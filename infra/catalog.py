@@ -14,6 +14,7 @@ from typing import Any
 
 from components.vllm import VLLM_VERSION
 from infra.config import PlatformSpec, RegistrySpec
+from infra.observability.ilm import AUDIT_DATASOURCE_UID
 
 _DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
 
@@ -598,6 +599,17 @@ def _registry_repo_tag(image: Image, registry: RegistrySpec) -> dict[str, str]:
     return {"registry": host, "repository": repository, "tag": pinned_tag(image)}
 
 
+@dataclass(frozen=True)
+class AuditLogSource:
+    """Where Grafana reads the gateway's audit log: Elasticsearch URL, index prefix, the read-only user's Secret and
+    the platform CA ConfigMap (key `ca.crt`), both in Grafana's namespace."""
+
+    url: str
+    index_prefix: str
+    reader_secret: str
+    ca_configmap: str
+
+
 def kube_prometheus_stack_values(
     registry: RegistrySpec,
     retention_days: int,
@@ -608,10 +620,12 @@ def kube_prometheus_stack_values(
     grafana_tls_secret: str | None,
     client_cert_secrets: list[str],
     images: Mapping[str, Image] = IMAGES,
+    audit_log: AuditLogSource | None = None,
 ) -> dict[str, Any]:
     """kube-prometheus-stack 88.5.3: everything from the registry, retention and storage per profile, Grafana with
     its admin from an existing Secret, no anonymous access, TLS; selects monitors and rules in every namespace;
-    node-exporter off (it needs the host's namespaces; GPU health comes from DCGM, volumes from the kubelet)."""
+    node-exporter off (it needs the host's namespaces; GPU health comes from DCGM, volumes from the kubelet).
+    With `audit_log`, Grafana gets a read-only Elasticsearch data source on the gateway's audit indices."""
 
     def img(key: str) -> dict[str, str]:
         return _registry_repo_tag(images[key], registry)
@@ -657,6 +671,32 @@ def kube_prometheus_stack_values(
         grafana["sidecar"]["dashboards"]["reloadURL"] = (
             "https://localhost:3000/api/admin/provisioning/dashboards/reload"
         )
+    if audit_log is not None:
+        # Credentials and CA come from the environment (Grafana expands $VAR in provisioning files): the password
+        # stays in its Secret, never in values or the rendered datasource ConfigMap.
+        grafana["envValueFrom"] = {
+            "AUDIT_READER_USER": {"secretKeyRef": {"name": audit_log.reader_secret, "key": "username"}},
+            "AUDIT_READER_PASSWORD": {"secretKeyRef": {"name": audit_log.reader_secret, "key": "password"}},
+            "PLATFORM_CA_PEM": {"configMapKeyRef": {"name": audit_log.ca_configmap, "key": "ca.crt"}},
+        }
+        grafana["additionalDataSources"] = [
+            {
+                "name": "Audit log",
+                "uid": AUDIT_DATASOURCE_UID,
+                "type": "elasticsearch",
+                "access": "proxy",
+                "url": audit_log.url,
+                "basicAuth": True,
+                "basicAuthUser": "$AUDIT_READER_USER",
+                "editable": False,
+                "jsonData": {
+                    "index": f"{audit_log.index_prefix}-*",
+                    "timeField": "@timestamp",
+                    "tlsAuthWithCACert": True,
+                },
+                "secureJsonData": {"basicAuthPassword": "$AUDIT_READER_PASSWORD", "tlsCACert": "$PLATFORM_CA_PEM"},
+            }
+        ]
     return {
         "crds": {"enabled": True},
         "prometheusOperator": {

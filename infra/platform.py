@@ -13,7 +13,7 @@ import pulumi_kubernetes as k8s
 
 from components.gateway import GatewayModel, GatewayTenant, LlmGateway, LlmGatewayArgs
 from components.gpu_pools import EksNodeGroup, GpuNodePool, GpuNodePoolArgs, Taint
-from components.logging import WRITER_SECRET, LoggingArgs, LoggingStack
+from components.logging import READER_SECRET, WRITER_SECRET, LoggingArgs, LoggingStack
 from components.namespaces import (
     SecureNamespace,
     SecureNamespaceArgs,
@@ -31,6 +31,7 @@ from infra.catalog import (
     ENVOY_GATEWAY_NAMESPACE,
     IMAGES,
     LOG_SHIPPER_NAMESPACE,
+    AuditLogSource,
     ChartRef,
     GpuPoolSettings,
     Image,
@@ -71,7 +72,7 @@ from infra.config import (
 )
 from infra.images import LockError, apply_lock, load_lock, lock_path
 from infra.inference import PlacedModel, charts_needed, plan_models, vllm_service_args
-from infra.observability.ilm import lifecycle_documents
+from infra.observability.ilm import AUDIT_PREFIX, lifecycle_documents
 from policies.registry import policy_config, profile_pack_config
 
 T = TypeVar("T")
@@ -307,7 +308,8 @@ def build_platform(spec: PlatformSpec) -> Platform:
                 spec.namespaces.inference.name: [8000],
                 spec.namespaces.pki.name: [9402],
                 spec.namespaces.registry.name: [8001],
-                spec.namespaces.logging.name: [9114],
+                # the Elasticsearch exporter; Elasticsearch itself for Grafana's audit-log data source
+                spec.namespaces.logging.name: [9114, 9200] if "audit-log" in observability_features(spec) else [9114],
                 spec.namespaces.operators.name: [8080],
             }
             if spec.node_pools and spec.gpu_operator.enabled:
@@ -331,7 +333,9 @@ def build_platform(spec: PlatformSpec) -> Platform:
                 allow_within_namespace=True,
                 ingress_from_namespaces={
                     LOG_SHIPPER_NAMESPACE: [9200],
-                    spec.namespaces.monitoring.name: [9114],
+                    spec.namespaces.monitoring.name: [9114, 9200]
+                    if "audit-log" in observability_features(spec)
+                    else [9114],
                     spec.namespaces.operators.name: [9200],
                 },
             )
@@ -971,6 +975,9 @@ def observability_features(spec: PlatformSpec) -> set[str]:
         features.add("gpu")
     if spec.gateway is not None and spec.models:
         features.add("gateway")
+        if spec.logging.enabled and spec.observability.enabled and spec.registry is not None:
+            # The gateway's audit log is in Elasticsearch: Grafana reads it for rejections per tenant.
+            features.add("audit-log")
     return features
 
 
@@ -1001,6 +1008,17 @@ def alertmanager_config(spec: PlatformSpec) -> dict[str, Any]:
     }
 
 
+def audit_log_source(spec: PlatformSpec) -> AuditLogSource:
+    """Grafana's read-only view of the gateway's audit indices (rejections per tenant)."""
+    logging_ns = spec.namespaces.logging.name
+    return AuditLogSource(
+        url=f"https://{spec.name}-logs-es-http.{logging_ns}.svc:9200",
+        index_prefix=AUDIT_PREFIX,
+        reader_secret=READER_SECRET,
+        ca_configmap=f"{spec.name}-platform-ca",
+    )
+
+
 def build_observability(spec: PlatformSpec, platform: Platform, opts: pulumi.ResourceOptions) -> None:
     """kube-prometheus-stack, the platform's alert rules (from the models' SLOs) and dashboards."""
     from infra.observability.dashboards import dashboard_configmaps_data
@@ -1018,7 +1036,7 @@ def build_observability(spec: PlatformSpec, platform: Platform, opts: pulumi.Res
             "cert-grafana", ns, grafana_tls, "grafana", service_dns_names("monitoring-grafana", ns)
         )
     models = [m.spec for m in platform.models]
-    rule_features = set(features)
+    rule_features = set(features) - {"audit-log"}
     if spec.registry is not None and spec.registry.harbor is not None:
         rule_features.add("harbor")
     if spec.logging.enabled:
@@ -1054,6 +1072,7 @@ def build_observability(spec: PlatformSpec, platform: Platform, opts: pulumi.Res
             grafana_tls_secret=grafana_tls,
             client_cert_secrets=[],
             images=platform.images,
+            audit_log=audit_log_source(spec) if "audit-log" in features else None,
         ),
         pull_secret_name(spec),
     )
@@ -1066,7 +1085,9 @@ def build_observability(spec: PlatformSpec, platform: Platform, opts: pulumi.Res
         chart_repository=repo,
         values=values,
         rule_groups=groups,
-        dashboards=dashboard_configmaps_data([m.served_name for m in models], spec.namespaces.inference.name, features)
+        dashboards=dashboard_configmaps_data(
+            [m.served_name for m in models], spec.namespaces.inference.name, features, spec.namespaces.gateway.name
+        )
         if models
         else {},
     )
@@ -1149,6 +1170,7 @@ def build_logging(spec: PlatformSpec, platform: Platform, opts: pulumi.ResourceO
         ca_configmap=f"{spec.name}-platform-ca",
         lifecycle_documents=lifecycle_documents(spec.audit_retention_days, spec.app_retention_days, nodes),
         shipper_namespace=LOG_SHIPPER_NAMESPACE,
+        reader_namespace=spec.namespaces.monitoring.name if "audit-log" in observability_features(spec) else None,
         image_pull_secrets=(pull,) if pull and spec.registry is not None and spec.registry.harbor is None else (),
     )
     with building("logging", "privatellm:logging:LoggingStack"):

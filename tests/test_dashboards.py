@@ -11,10 +11,11 @@ import promql_parser
 import pytest
 
 from infra.observability import dashboards as d
+from infra.observability.ilm import AUDIT_DATASOURCE_UID, AUDIT_PROPERTIES
 
 MODELS = ["llama-3.1-8b-instruct", "qwen2.5-coder-32b"]
 NAMESPACE = "inference"
-ALL = {"gpu", "gateway"}
+ALL = {"gpu", "gateway", "audit-log"}
 
 # Grafana's interval macros are not PromQL; they are replaced by a duration before parsing. Other variables only
 # ever appear inside label-matcher strings, where they parse as they are.
@@ -39,7 +40,7 @@ def content_panels(board: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def exprs(board: dict[str, Any]) -> list[str]:
-    return [t["expr"] for p in panels(board) for t in p.get("targets") or []]
+    return [t["expr"] for p in panels(board) for t in p.get("targets") or [] if t["datasource"]["type"] == "prometheus"]
 
 
 def parse(expr: str) -> promql_parser.Expr:
@@ -147,10 +148,13 @@ def test_every_panel_has_datasource_title_unit_description(boards: dict[str, dic
             assert panel.get("title"), where
             assert panel.get("description"), where
             assert panel["fieldConfig"]["defaults"].get("unit"), where
-            assert panel["datasource"] == {"type": "prometheus", "uid": "${datasource}"}, where
             assert panel["targets"], where
+            if panel["datasource"]["type"] == "elasticsearch":
+                assert panel["datasource"] == {"type": "elasticsearch", "uid": AUDIT_DATASOURCE_UID}, where
+            else:
+                assert panel["datasource"] == {"type": "prometheus", "uid": "${datasource}"}, where
             for target in panel["targets"]:
-                assert target["datasource"]["uid"] == "${datasource}", where
+                assert target["datasource"] == panel["datasource"], where
                 assert target["refId"], where
         variables = {v["name"]: v for v in board["templating"]["list"]}
         assert variables["datasource"]["type"] == "datasource"
@@ -236,3 +240,31 @@ def test_gateway_rejections_and_tenants(boards: dict[str, dict[str, Any]]) -> No
 
 def test_sidecar_label_matches_chart_default() -> None:
     assert d.SIDECAR_LABEL == {"grafana_dashboard": "1"}
+
+
+def audit_panels(board: dict[str, Any]) -> list[dict[str, Any]]:
+    return [p for p in content_panels(board) if p["datasource"]["type"] == "elasticsearch"]
+
+
+def test_rejections_per_tenant_come_from_the_audit_log(boards: dict[str, dict[str, Any]]) -> None:
+    [panel] = audit_panels(boards[d.GATEWAY])
+    [target] = panel["targets"]
+    assert target["query"] == d.AUDIT_REJECTIONS_QUERY
+    assert "status:(403 OR 413 OR 429)" in target["query"] and 'NOT tenant:"-"' in target["query"]
+    grouped = [a["field"] for a in target["bucketAggs"] if a["type"] == "terms"]
+    assert grouped == ["tenant", "status"]
+    # the fields it groups on are keywords / numbers in the audit index template, not analysed text
+    assert {AUDIT_PROPERTIES[f]["type"] for f in grouped} == {"keyword", "integer"}
+    assert target["bucketAggs"][-1] == {
+        "field": "@timestamp",
+        "id": "4",
+        "settings": {"interval": "auto", "min_doc_count": "0"},
+        "type": "date_histogram",
+    }
+    without = d.build_dashboards(MODELS, NAMESPACE, {"gateway"})
+    assert audit_panels(without[d.GATEWAY]) == []
+
+
+def test_gateway_namespace_follows_the_stack() -> None:
+    board = d.build_dashboards(MODELS, NAMESPACE, {"gateway"}, gateway_namespace="ai-entry")[d.GATEWAY]
+    assert all('namespace="ai-entry"' in e for e in exprs(board))

@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from infra.config import StackConfigError, parse_platform
-from infra.offline import Recording, load_stack_config, run_program
+from infra.offline import Recording, config_from_mapping, load_stack_config, run_program
 from infra.platform import stack_pack_config
 from tests.conftest import ROOT
 
@@ -160,6 +160,7 @@ def test_elasticsearch_and_kibana(finance: Recording) -> None:
     assert {r["secretName"] for r in es["auth"]["fileRealm"]} == {
         "bank-llm-logs-user-privatellm-log-writer",
         "bank-llm-logs-user-privatellm-monitor",
+        "bank-llm-logs-user-privatellm-audit-reader",
     }
     kibana = objects(finance, "Kibana")["bank-llm-logs"].inputs["spec"]
     assert kibana["http"]["tls"]["certificate"]["secretName"] == "kibana-tls"
@@ -223,3 +224,40 @@ def test_gateway_proxies_are_scraped(finance: Recording) -> None:
 
 def objects_list(rec: Recording, kind: str) -> list[Any]:
     return [o for o in rec.kubernetes_objects() if o.kind == kind]
+
+
+def test_grafana_reads_the_audit_log_with_a_read_only_user(finance: Recording) -> None:
+    grafana = chart(finance, "monitoring-chart")["values"]["grafana"]
+    [source] = grafana["additionalDataSources"]
+    assert source["type"] == "elasticsearch" and source["uid"] == "privatellm-audit"
+    assert source["url"] == "https://bank-llm-logs-es-http.llm-logging.svc:9200"
+    assert source["jsonData"]["index"] == "privatellm-audit-*" and source["jsonData"]["tlsAuthWithCACert"] is True
+    # credentials and CA are environment references, resolved by Grafana from the Secret and the trust bundle
+    assert source["basicAuthUser"] == "$AUDIT_READER_USER"
+    assert source["secureJsonData"] == {"basicAuthPassword": "$AUDIT_READER_PASSWORD", "tlsCACert": "$PLATFORM_CA_PEM"}
+    env = grafana["envValueFrom"]
+    assert env["AUDIT_READER_PASSWORD"]["secretKeyRef"] == {"name": "elasticsearch-audit-reader", "key": "password"}
+    assert env["PLATFORM_CA_PEM"]["configMapKeyRef"] == {"name": "bank-llm-platform-ca", "key": "ca.crt"}
+    reader = objects(finance, "Secret")["elasticsearch-audit-reader"]
+    assert reader.namespace == "llm-monitoring" and reader.masked["stringData"] == "[secret]"
+    roles = yaml.safe_load(objects(finance, "Secret")["bank-llm-logs-roles"].inputs["stringData"]["roles.yml"])
+    assert roles["privatellm_audit_reader"] == {
+        "indices": [{"names": ["privatellm-audit-*"], "privileges": ["read", "view_index_metadata"]}]
+    }
+    policies = {(p.namespace, p.object_name): p.inputs["spec"] for p in objects_list(finance, "NetworkPolicy")}
+    ingress = policies[("llm-logging", "allow-ingress-from-llm-monitoring")]["ingress"]
+    assert {p["port"] for rule in ingress for p in rule["ports"]} == {9114, 9200}
+    template = json.loads(
+        objects(finance, "ConfigMap")["bank-llm-logs-lifecycle"].inputs["data"]["privatellm-audit.template.json"]
+    )
+    assert template["template"]["mappings"]["properties"]["tenant"] == {"type": "keyword"}
+
+
+def test_no_audit_data_source_without_logging() -> None:
+    document = yaml.safe_load((ROOT / "stacks" / "Pulumi.finance-prod.yaml").read_text())["config"]
+    platform = document["privatellm:platform"]
+    platform["logging"] = {**platform.get("logging", {}), "enabled": False}
+    rec = run_program(config_from_mapping("no-logging", document, project_dir=ROOT))
+    grafana = chart(rec, "monitoring-chart")["values"]["grafana"]
+    assert "additionalDataSources" not in grafana and "envValueFrom" not in grafana
+    assert "elasticsearch-audit-reader" not in objects(rec, "Secret")

@@ -9,7 +9,8 @@ Dashboards:
   preemptions), a `model` variable and a row repeated per model;
 - `private-llm-gpus.json` (feature "gpu"): DCGM exporter (utilisation, memory, power, temperature, XID) by node/GPU;
 - `private-llm-gateway.json` (feature "gateway"): Envoy Gateway and Envoy AI Gateway (requests, tokens per model
-  and per tenant, 401/403/429 rejections, latency);
+  and per tenant, 401/403/429 rejections, latency); with feature "audit-log", rejections per tenant counted in the
+  gateway's audit log in Elasticsearch (Envoy's rate-limit and auth statistics carry no tenant);
 - `private-llm-platform.json`: kube-state-metrics, kubelet and cert-manager (restarts, crash loops, certificate
   expiry, PVC usage).
 
@@ -27,21 +28,25 @@ from typing import Any, Literal
 
 from grafana_foundation_sdk.builders import common as common_builders
 from grafana_foundation_sdk.builders import dashboard as dash
-from grafana_foundation_sdk.builders import prometheus, stat, table, timeseries
+from grafana_foundation_sdk.builders import elasticsearch, prometheus, stat, table, timeseries
 from grafana_foundation_sdk.cog.encoder import JSONEncoder
 from grafana_foundation_sdk.models import common
 from grafana_foundation_sdk.models import dashboard as model
 
-FEATURES = frozenset({"gpu", "gateway"})
-"""Optional dashboards: the GPU one needs the GPU Operator's DCGM exporter, the gateway one Envoy (AI) Gateway."""
+from infra.observability.ilm import AUDIT_DATASOURCE_UID
+
+FEATURES = frozenset({"gpu", "gateway", "audit-log"})
+"""Optional dashboards: the GPU one needs the GPU Operator's DCGM exporter, the gateway one Envoy (AI) Gateway;
+"audit-log" adds the gateway panels read from the audit log (Grafana data source uid `AUDIT_DATASOURCE_UID`)."""
 
 SIDECAR_LABEL = {"grafana_dashboard": "1"}
 """kube-prometheus-stack values `grafana.sidecar.dashboards.label` / `labelValue` (defaults: grafana_dashboard, "1")."""
 
 DATASOURCE_VAR = "datasource"
 MODEL_VAR = "model"
-GATEWAY_NAMESPACE = "envoy-gateway-system"
-"""Where Envoy Gateway runs the Envoy proxies (and the AI Gateway external processor beside them)."""
+GATEWAY_NAMESPACE = "llm-gateway"
+"""Default namespace of the Gateway: Envoy Gateway runs its proxies there (GatewayNamespace mode), with the AI
+Gateway external processor beside them; the platform passes the stack's gateway namespace."""
 
 TENANT_HEADER_ATTRIBUTE = "x-privatellm-tenant:tenant.id"
 """Envoy AI Gateway chart value `controller.metricsRequestHeaderAttributes` that adds the `tenant_id` label to the
@@ -520,7 +525,55 @@ def _gpus() -> dash.Dashboard:
     return builder
 
 
-def _gateway() -> dash.Dashboard:
+AUDIT_REJECTIONS_QUERY = 'status:(403 OR 413 OR 429) AND tenant:* AND NOT tenant:"-"'
+"""Lucene query on the audit log: refusals of an identified tenant (forbidden, body too large, rate limited);
+Envoy writes `-` for an absent header."""
+
+
+def _audit_rejections_by_tenant() -> timeseries.Panel:
+    """Rejections per tenant from the audit log: the one place where a refusal and the tenant key meet."""
+    source = model.DataSourceRef(type_val="elasticsearch", uid=AUDIT_DATASOURCE_UID)
+    target = (
+        elasticsearch.Dataquery()
+        .ref_id("A")
+        .datasource(source)
+        .query(AUDIT_REJECTIONS_QUERY)
+        .time_field("@timestamp")
+        .metrics([elasticsearch.Count().id("1")])
+        .bucket_aggs(
+            [
+                elasticsearch.Terms()
+                .id("2")
+                .field("tenant")
+                .settings(elasticsearch.ElasticsearchTermsSettings().size("20").min_doc_count("1")),
+                elasticsearch.Terms()
+                .id("3")
+                .field("status")
+                .settings(elasticsearch.ElasticsearchTermsSettings().size("5").min_doc_count("1")),
+                elasticsearch.DateHistogram()
+                .id("4")
+                .field("@timestamp")
+                .settings(elasticsearch.ElasticsearchDateHistogramSettings().interval("auto").min_doc_count("0")),
+            ]
+        )
+    )
+    return (
+        timeseries.Panel()
+        .title("Rejections by tenant (audit log)")
+        .description(
+            "Requests of an identified tenant key refused with 403 (not allowed on the route), 413 (body over the "
+            "cap) or 429 (request or token limit), counted in the gateway's audit log in Elasticsearch. A 401 has "
+            "no tenant: see the authentication panel."
+        )
+        .unit("short")
+        .datasource(source)
+        .fill_opacity(10)
+        .line_width(1)
+        .with_target(target)
+    )
+
+
+def _gateway(gateway_namespace: str, audit_log: bool) -> dash.Dashboard:
     builder = _dashboard(
         "private-llm-gateway",
         "Private LLM / Gateway and tenants",
@@ -534,7 +587,7 @@ def _gateway() -> dash.Dashboard:
             "label_values(gen_ai_client_token_usage_count, tenant_id)",
         )
     )
-    ns = f'namespace="{GATEWAY_NAMESPACE}"'
+    ns = f'namespace="{gateway_namespace}"'
     lay = _Layout(builder)
 
     lay.row("Requests and rejections")
@@ -596,6 +649,8 @@ def _gateway() -> dash.Dashboard:
             ),
         )
     )
+    if audit_log:
+        lay.add(_audit_rejections_by_tenant())
     lay.add(
         _ts(
             "Upstream responses by cluster",
@@ -774,9 +829,12 @@ def _to_dict(builder: dash.Dashboard) -> dict[str, Any]:
     return out
 
 
-def build_dashboards(models: Sequence[str], namespace: str, features: set[str]) -> dict[str, dict[str, Any]]:
+def build_dashboards(
+    models: Sequence[str], namespace: str, features: set[str], gateway_namespace: str = GATEWAY_NAMESPACE
+) -> dict[str, dict[str, Any]]:
     """File name → Grafana dashboard JSON model. `models`: served model names (the `model` variable offers only
-    these); `namespace`: where the vLLM engines run; `features` ⊆ FEATURES adds the GPU and gateway dashboards."""
+    these); `namespace`: where the vLLM engines run; `features` ⊆ FEATURES adds the GPU and gateway dashboards;
+    `gateway_namespace`: where the Gateway's proxies run."""
     unknown = set(features) - FEATURES
     if unknown:
         raise ValueError(f"unknown dashboard features {sorted(unknown)}; known: {sorted(FEATURES)}")
@@ -786,14 +844,16 @@ def build_dashboards(models: Sequence[str], namespace: str, features: set[str]) 
     if "gpu" in features:
         out[GPUS] = _to_dict(_gpus())
     if "gateway" in features:
-        out[GATEWAY] = _to_dict(_gateway())
+        out[GATEWAY] = _to_dict(_gateway(gateway_namespace, "audit-log" in features))
     out[PLATFORM] = _to_dict(_platform(namespace))
     return out
 
 
-def dashboard_configmaps_data(models: Sequence[str], namespace: str, features: set[str]) -> dict[str, str]:
+def dashboard_configmaps_data(
+    models: Sequence[str], namespace: str, features: set[str], gateway_namespace: str = GATEWAY_NAMESPACE
+) -> dict[str, str]:
     """File name → dashboard JSON string: the `data` of a ConfigMap labelled SIDECAR_LABEL."""
     return {
         name: json.dumps(board, indent=2, sort_keys=True)
-        for name, board in build_dashboards(models, namespace, features).items()
+        for name, board in build_dashboards(models, namespace, features, gateway_namespace).items()
     }

@@ -12,6 +12,8 @@ from typing import Any
 
 AUDIT_PREFIX = "privatellm-audit"
 APP_PREFIX = "privatellm-app"
+AUDIT_DATASOURCE_UID = "privatellm-audit"
+"""Grafana's Elasticsearch data source on the audit indices (kube-prometheus-stack values, gateway dashboard)."""
 
 
 def ilm_policy(retention_days: int) -> dict[str, Any]:
@@ -28,14 +30,25 @@ def ilm_policy(retention_days: int) -> dict[str, Any]:
     }
 
 
-def index_template(prefix: str, replicas: int) -> dict[str, Any]:
+# The audit trail's fields that are filtered and grouped on (Kibana, Grafana's "rejections by tenant"): exact
+# keywords and a numeric status, instead of dynamic text mappings.
+AUDIT_PROPERTIES: dict[str, Any] = {
+    "tenant": {"type": "keyword"},
+    "model": {"type": "keyword"},
+    "status": {"type": "integer"},
+    "response_flags": {"type": "keyword"},
+    "request_id": {"type": "keyword"},
+}
+
+
+def index_template(prefix: str, replicas: int, properties: dict[str, Any] | None = None) -> dict[str, Any]:
     return {
         "index_patterns": [f"{prefix}-*"],
         "priority": 500,
         "_meta": {"managed_by": "private-llm"},
         "template": {
             "settings": {"index.lifecycle.name": prefix, "index.number_of_replicas": replicas},
-            "mappings": {"dynamic": True, "properties": {"@timestamp": {"type": "date"}}},
+            "mappings": {"dynamic": True, "properties": {"@timestamp": {"type": "date"}, **(properties or {})}},
         },
     }
 
@@ -46,7 +59,7 @@ def lifecycle_documents(audit_days: int, app_days: int, elasticsearch_nodes: int
     documents = {
         f"{AUDIT_PREFIX}.policy.json": ilm_policy(audit_days),
         f"{APP_PREFIX}.policy.json": ilm_policy(app_days),
-        f"{AUDIT_PREFIX}.template.json": index_template(AUDIT_PREFIX, replicas),
+        f"{AUDIT_PREFIX}.template.json": index_template(AUDIT_PREFIX, replicas, AUDIT_PROPERTIES),
         f"{APP_PREFIX}.template.json": index_template(APP_PREFIX, replicas),
     }
     return {name: json.dumps(doc, indent=2, sort_keys=True) for name, doc in documents.items()}
