@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import re
 import shlex
@@ -193,6 +194,10 @@ class VllmServiceArgs:
     autoscaling: Autoscaling | None = None
     benchmark: Benchmark | None = None
     surge_allowed: bool = False
+    max_output_tokens: int | None = None
+    """Server-side cap on generated tokens per request: `--override-generation-config {"max_new_tokens": N}`.
+    vLLM (v0.33.0, `get_max_tokens`) generates at most min(request max_tokens/max_completion_tokens, N,
+    max_model_len - prompt); without it only the context length bounds a request."""
     image_pull_secrets: Sequence[str] = ()
     cpu_request: str = "4"
     memory_request: str | None = None
@@ -217,6 +222,13 @@ class VllmServiceArgs:
         if ":latest" in self.image or ":" not in self.image.rsplit("/", 1)[-1]:
             raise ValueError(f"image={self.image!r} must carry a pinned tag (never :latest)")
         problems = check_extra_args(self.extra_args, self.trust_remote_code)
+        if self.max_output_tokens is not None:
+            if self.max_output_tokens < 1:
+                raise ValueError(f"max_output_tokens={self.max_output_tokens} must be at least 1")
+            if any(arg.split("=", 1)[0] == "--override-generation-config" for arg in self.extra_args):
+                problems.append(
+                    "--override-generation-config is set by the platform to cap max_tokens (gateway.max_tokens)"
+                )
         if problems:
             raise ValueError("extra_args: " + "; ".join(problems))
         if self.store.kind == "s3" and not (self.store.s3_access_key_id and self.store.s3_secret_access_key):
@@ -307,6 +319,8 @@ def vllm_args(a: VllmServiceArgs) -> list[str]:
         if a.tls.ciphers:
             args += ["--ssl-ciphers", a.tls.ciphers]
     # (--enable-ssl-refresh reloads rotated certificates without a restart.)
+    if a.max_output_tokens is not None:
+        args += ["--override-generation-config", json.dumps({"max_new_tokens": a.max_output_tokens})]
     if a.trust_remote_code:
         args.append("--trust-remote-code")
     return args + list(a.extra_args)

@@ -1005,6 +1005,9 @@ class GatewaySpec(StrictModel):
     service_type: Literal["LoadBalancer", "NodePort", "ClusterIP"] = "LoadBalancer"
     source_ranges: list[Annotated[str, AfterValidator(_cidr)]] = Field(default_factory=list)
     max_request_body: Quantity = "1Mi"
+    max_tokens: Annotated[int, Field(ge=1)] | None = None
+    """Most tokens one request may generate, enforced by every model server behind the gateway (vLLM
+    `--override-generation-config {"max_new_tokens": N}`: a larger `max_tokens` in a request is lowered to N)."""
     key_rotation_days: Annotated[int, Field(ge=2)] = 30
     """Lifetime of each tenant API key. A new key is issued every half period; the previous one keeps working for
     the other half (the overlap window)."""

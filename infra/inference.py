@@ -378,6 +378,7 @@ def vllm_service_args(
         if bench.enabled
         else None,
         surge_allowed=free_gpus(placed, pool) >= model.gpus_per_replica,
+        max_output_tokens=spec.gateway.max_tokens if spec.gateway is not None else None,
         image_pull_secrets=[pull_secret] if pull_secret else [],
     )
 

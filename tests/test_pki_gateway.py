@@ -177,6 +177,7 @@ def test_bad_enterprise_ca_is_refused_offline(ca: Any, message: str) -> None:
         ),
         ({"pki": {"certificate_days": 365}}, "pki.certificate_days=365 is above the finance profile's maximum"),
         ({"gateway": {"hostname": "llm.bank.internal", "redis_url": "redis:6379"}}, "redis_url needs redis_cidrs"),
+        ({"gateway": {"hostname": "llm.bank.internal", "max_tokens": 0}}, "gateway.max_tokens"),
     ],
 )
 def test_bad_pki_and_gateway_input(change: dict[str, Any], message: str) -> None:
@@ -275,3 +276,15 @@ def test_finance_prod_uses_the_enterprise_ca_and_dev_the_self_signed_root(crds: 
     assert "llm-dev-bootstrap" in crs(dev, "ClusterIssuer")
     outputs = json.dumps([r.masked for r in finance.resources])
     assert "Bearer " not in outputs  # keys never reach files in clear
+
+
+def test_max_tokens_cap_reaches_every_model_server() -> None:
+    rec = render(platform(gateway={"hostname": "llm.bank.internal", "max_tokens": 1024}))
+    deployments = [o for o in rec.kubernetes_objects() if o.kind == "Deployment" and o.namespace == "llm-inference"]
+    servers = [
+        d for d in deployments if "--served-model-name" in d.inputs["spec"]["template"]["spec"]["containers"][0]["args"]
+    ]
+    assert servers
+    for d in servers:
+        args = d.inputs["spec"]["template"]["spec"]["containers"][0]["args"]
+        assert args[args.index("--override-generation-config") + 1] == '{"max_new_tokens": 1024}'

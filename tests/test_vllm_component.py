@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 from pathlib import Path
 from typing import Any
 
@@ -392,6 +393,17 @@ def test_extra_args_that_are_fine() -> None:
     assert check_extra_args(["--trust-remote-code"], True) == []
     args = one(record(base(trust_remote_code=True)), "Deployment")["spec"]["template"]["spec"]
     assert "--trust-remote-code" in server(args)["args"]
+
+
+def test_max_output_tokens_caps_every_request_at_the_server() -> None:
+    args = server(one(record(base(max_output_tokens=2048)), "Deployment")["spec"]["template"]["spec"])["args"]
+    assert json.loads(flag(args, "--override-generation-config") or "{}") == {"max_new_tokens": 2048}
+    uncapped = server(one(record(base()), "Deployment")["spec"]["template"]["spec"])["args"]
+    assert "--override-generation-config" not in uncapped
+    with pytest.raises(ValueError, match="set by the platform to cap max_tokens"):
+        base(max_output_tokens=2048, extra_args=["--override-generation-config", '{"temperature": 0.2}'])
+    with pytest.raises(ValueError, match="max_output_tokens=0 must be at least 1"):
+        base(max_output_tokens=0)
 
 
 @pytest.mark.parametrize(
