@@ -161,11 +161,32 @@ def _policy_table(report: CheckReport) -> Table:
         "schemas in --crd-schemas. Exit 1 on any mandatory violation or invalid object.\n\n"
         "Examples:\n\n"
         "  private-llm check --stack dev --crd-schemas ../shared/crds\n\n"
-        "  private-llm check --stack dev --format json"
+        "  private-llm check --stack dev --format json\n\n"
+        "  helm template x chart/ > out.yaml; private-llm check --manifests out.yaml --profile finance "
+        "--registry harbor.bank.internal"
     )
 )
 def check(
-    stack: StackOption,
+    stack: Annotated[
+        str | None, typer.Option("--stack", "-s", help="Stack name: reads stacks/Pulumi.<stack>.yaml.")
+    ] = None,
+    manifests: Annotated[
+        Path | None,
+        typer.Option(
+            "--manifests",
+            help="Check plain Kubernetes YAML instead of a stack: a file or a folder (e.g. `helm template` output).",
+        ),
+    ] = None,
+    profile: Annotated[
+        str, typer.Option("--profile", help="With --manifests: compliance profile whose levels apply.")
+    ] = "baseline",
+    kubernetes_version: Annotated[
+        str, typer.Option("--kubernetes-version", help="With --manifests: target Kubernetes version.")
+    ] = "1.31",
+    registries: Annotated[
+        list[str] | None,
+        typer.Option("--registry", help="With --manifests: an internal registry host images may come from (repeat)."),
+    ] = None,
     output_format: Annotated[OutputFormat, typer.Option("--format", "-f", help="table or json.")] = OutputFormat.table,
     crd_schemas: Annotated[
         Path | None,
@@ -177,11 +198,24 @@ def check(
 ) -> None:
     if crd_schemas is not None and not crd_schemas.is_dir():
         raise fail(f"--crd-schemas {crd_schemas} is not a folder")
-    recording, config = _render(stack, project_dir, quiet=output_format == OutputFormat.json)
-    if out_dir is not None:
-        write_render(recording, out_dir)
-    spec = spec_of(config)  # type: ignore[arg-type]
-    report = check_recording(recording, spec, crd_schemas)
+    if (stack is None) == (manifests is None):
+        raise fail("give either --stack S (render and check a stack) or --manifests PATH (check plain YAML)")
+    if manifests is not None:
+        from infra.manifests import ManifestError, check_manifests
+
+        try:
+            report = check_manifests(manifests, profile, kubernetes_version, registries or [], crd_dir=crd_schemas)
+        except ManifestError as exc:
+            raise fail(str(exc)) from None
+        subject = f"manifests {manifests}"
+    else:
+        assert stack is not None
+        recording, config = _render(stack, project_dir, quiet=output_format == OutputFormat.json)
+        if out_dir is not None:
+            write_render(recording, out_dir)
+        spec = spec_of(config)  # type: ignore[arg-type]
+        report = check_recording(recording, spec, crd_schemas)
+        subject = f"stack [bold]{stack}[/]"
     if output_format == OutputFormat.json:
         sys.stdout.write(report.to_json() + "\n")
     else:
@@ -191,7 +225,7 @@ def check(
         s = report.summary()
         verdict = "[bold green]PASS[/]" if report.ok else "[bold red]FAIL[/]"
         out.print(
-            f"{verdict} stack [bold]{stack}[/] (profile {s['profile']}, Kubernetes {s['kubernetesVersion']}): "
+            f"{verdict} {subject} (profile {s['profile']}, Kubernetes {s['kubernetesVersion']}): "
             f"{s['resources']} resources, {s['results']} results, {s['failedMandatory']} mandatory and "
             f"{s['failedAdvisory']} advisory failures",
             soft_wrap=True,
