@@ -246,18 +246,30 @@ def spec_of(config: StackConfig) -> PlatformSpec:
     return parse_platform(json.loads(raw) if raw else None, config.stack)
 
 
-def check_recording(recording: Recording, spec: PlatformSpec, crd_dir: Path | None = None) -> CheckReport:
-    version = spec.cluster.kubernetes_version
-    config = stack_pack_config(spec)
+def build_report(
+    recording: Recording,
+    config: dict[str, Any],
+    profile: str,
+    kubernetes_version: str,
+    crd_dir: Path | None = None,
+    stack_rules: bool = True,
+) -> CheckReport:
+    """Resource rules, optionally stack rules, and schema validation of a recording, under one pack config."""
+    rules: list[Any] = [*RESOURCE_RULES, *STACK_RULES] if stack_rules else list(RESOURCE_RULES)
     report = CheckReport(
         stack=recording.stack,
-        profile=spec.profile,
-        kubernetes_version=version,
+        profile=profile,
+        kubernetes_version=kubernetes_version,
         resources=sum(1 for r in recording.resources if r.custom),
     )
-    report.policies = [(p.name, _level(p, _config_for(p, config))) for p in [*RESOURCE_RULES, *STACK_RULES]]
+    report.policies = [(p.name, _level(p, _config_for(p, config))) for p in rules]
     report.policies += [(SCHEMA_POLICY, "mandatory"), (CRD_POLICY, "mandatory")]
     report.results.extend(run_resource_rules(recording, config))
-    report.results.extend(run_stack_rules(recording, config))
-    report.results.extend(validate_schemas(recording, version, crd_dir))
+    if stack_rules:
+        report.results.extend(run_stack_rules(recording, config))
+    report.results.extend(validate_schemas(recording, kubernetes_version, crd_dir))
     return report
+
+
+def check_recording(recording: Recording, spec: PlatformSpec, crd_dir: Path | None = None) -> CheckReport:
+    return build_report(recording, stack_pack_config(spec), spec.profile, spec.cluster.kubernetes_version, crd_dir)

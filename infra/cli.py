@@ -14,7 +14,7 @@ from rich.table import Table
 from rich.text import Text
 
 from infra.checks import CheckReport, check_recording, spec_of
-from infra.config import StackConfigError
+from infra.config import DEFAULT_KUBERNETES_VERSION, StackConfigError
 from infra.offline import (
     OfflineError,
     Recording,
@@ -182,7 +182,7 @@ def check(
     ] = "baseline",
     kubernetes_version: Annotated[
         str, typer.Option("--kubernetes-version", help="With --manifests: target Kubernetes version.")
-    ] = "1.31",
+    ] = DEFAULT_KUBERNETES_VERSION,
     registries: Annotated[
         list[str] | None,
         typer.Option("--registry", help="With --manifests: an internal registry host images may come from (repeat)."),

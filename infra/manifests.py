@@ -10,24 +10,17 @@ them; `check_manifests(...)` runs the resource rules and the schema validation a
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import yaml
 
-from infra.checks import (
-    CRD_POLICY,
-    SCHEMA_POLICY,
-    CheckReport,
-    _config_for,
-    _level,
-    run_resource_rules,
-    validate_schemas,
-)
+from infra.checks import CheckReport, build_report
+from infra.config import DEFAULT_KUBERNETES_VERSION, Profile
 from infra.offline import RecordedResource, Recording
-from policies.registry import RESOURCE_RULES, policy_config, profile_pack_config
+from policies.registry import policy_config, profile_pack_config
 
+PROFILES: tuple[str, ...] = get_args(Profile)
 SUFFIXES = (".yaml", ".yml", ".json")
-PROFILES = ("baseline", "finance", "healthcare", "government")
 
 
 class ManifestError(ValueError):
@@ -98,7 +91,7 @@ def manifests_recording(objects: list[tuple[str, dict[str, Any]]], label: str) -
 def check_manifests(
     path: Path,
     profile: str = "baseline",
-    kubernetes_version: str = "1.31",
+    kubernetes_version: str = DEFAULT_KUBERNETES_VERSION,
     registries: list[str] | None = None,
     exempt_namespaces: dict[str, str] | None = None,
     crd_dir: Path | None = None,
@@ -115,11 +108,5 @@ def check_manifests(
             allowed_registries=list(registries or []),
         ),
     )
-    report = CheckReport(
-        stack=str(path), profile=profile, kubernetes_version=kubernetes_version, resources=len(recording.resources)
-    )
-    report.policies = [(r.name, _level(r, _config_for(r, config))) for r in RESOURCE_RULES]
-    report.policies += [(SCHEMA_POLICY, "mandatory"), (CRD_POLICY, "mandatory")]
-    report.results.extend(run_resource_rules(recording, config))
-    report.results.extend(validate_schemas(recording, kubernetes_version, crd_dir))
-    return report
+    # Stack rules judge what Pulumi manages (retained volumes, one PDB per serving workload): not plain YAML.
+    return build_report(recording, config, profile, kubernetes_version, crd_dir, stack_rules=False)
