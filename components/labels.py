@@ -18,3 +18,11 @@ def standard_labels(name: str, instance: str, component: str, extra: dict[str, s
     if extra:
         labels.update(extra)
     return labels
+
+
+# Data volumes are created with retain_on_delete=True. Policy packs cannot see that option (the engine sends
+# analyzers protect, ignoreChanges, deleteBeforeReplace, aliases, customTimeouts, additionalSecretOutputs and parent
+# only), so the object also says it: the pack's data-volumes-retained rule reads this annotation, and the offline
+# check verifies that every object carrying it really has retainOnDelete.
+RETAIN_ANNOTATION = "privatellm.io/retain-on-delete"
+RETAINED = {RETAIN_ANNOTATION: "true"}

@@ -280,7 +280,8 @@ class LoggingStack(pulumi.ComponentResource):
                         or None,
                         security_context=k8s.core.v1.PodSecurityContextArgs(
                             run_as_non_root=True,
-                            run_as_user=1000,
+                            run_as_user=10001,
+                            run_as_group=10001,
                             seccomp_profile=k8s.core.v1.SeccompProfileArgs(type="RuntimeDefault"),
                         ),
                         containers=[
@@ -307,7 +308,7 @@ class LoggingStack(pulumi.ComponentResource):
                                     capabilities=k8s.core.v1.CapabilitiesArgs(drop=["ALL"]),
                                     read_only_root_filesystem=True,
                                     run_as_non_root=True,
-                                    run_as_user=1000,
+                                    run_as_user=10001,
                                 ),
                                 resources=k8s.core.v1.ResourceRequirementsArgs(
                                     requests={"cpu": "100m", "memory": "128Mi"},
@@ -355,6 +356,7 @@ class LoggingStack(pulumi.ComponentResource):
                         security_context=k8s.core.v1.PodSecurityContextArgs(
                             run_as_non_root=True,
                             run_as_user=65534,
+                            run_as_group=65534,
                             seccomp_profile=k8s.core.v1.SeccompProfileArgs(type="RuntimeDefault"),
                         ),
                         containers=[

@@ -27,7 +27,7 @@ import pulumi_kubernetes as k8s
 import pulumi_random as random
 import pulumiverse_harbor as harbor
 
-from components.labels import standard_labels
+from components.labels import RETAINED, standard_labels
 
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 SEVERITIES = ("critical", "high", "medium", "low", "none")
@@ -179,7 +179,12 @@ class HarborRegistry(pulumi.ComponentResource):
         self.claims = [
             k8s.core.v1.PersistentVolumeClaim(
                 f"{name}-{claim}",
-                metadata=meta(claim, "storage"),
+                metadata=k8s.meta.v1.ObjectMetaArgs(
+                    name=claim,
+                    namespace=a.namespace,
+                    labels=standard_labels(name="harbor", instance=a.instance, component="storage"),
+                    annotations=RETAINED,
+                ),
                 spec=k8s.core.v1.PersistentVolumeClaimSpecArgs(
                     access_modes=["ReadWriteOnce"],
                     storage_class_name=storage_class,

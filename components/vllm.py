@@ -25,7 +25,7 @@ import pulumi
 import pulumi_kubernetes as k8s
 
 from components import assets
-from components.labels import standard_labels
+from components.labels import RETAINED, standard_labels
 from components.vllm_flags import is_vllm_flag
 
 VLLM_VERSION = "v0.33.0"
@@ -423,7 +423,12 @@ class VllmService(pulumi.ComponentResource):
             return None
         return k8s.core.v1.PersistentVolumeClaim(
             f"{name}-weights",
-            metadata=self.meta(a.store.claim_name or f"{a.name}-weights", "model-cache"),
+            metadata=k8s.meta.v1.ObjectMetaArgs(
+                name=a.store.claim_name or f"{a.name}-weights",
+                namespace=a.namespace,
+                labels=self._labels("model-cache"),
+                annotations=RETAINED,
+            ),
             spec=k8s.core.v1.PersistentVolumeClaimSpecArgs(
                 access_modes=[a.store.access_mode],
                 storage_class_name=a.store.storage_class,
@@ -653,7 +658,9 @@ class VllmService(pulumi.ComponentResource):
             ports=[k8s.core.v1.ContainerPortArgs(name="http", container_port=PORT, protocol="TCP")],
             resources=k8s.core.v1.ResourceRequirementsArgs(
                 requests={"cpu": a.cpu_request, "memory": a.host_memory, a.scheduling.gpu_resource: gpus},
-                limits={"memory": a.host_memory, a.scheduling.gpu_resource: gpus},
+                # Limits equal requests: Guaranteed QoS, so a static CPU manager can pin whole cores to the server
+                # and a noisy neighbour cannot throttle the scheduler loop that feeds the GPUs.
+                limits={"cpu": a.cpu_request, "memory": a.host_memory, a.scheduling.gpu_resource: gpus},
             ),
             security_context=self._security_context(),
             volume_mounts=self._mounts(server=True),

@@ -29,9 +29,11 @@ from infra.offline import RecordedResource, Recording, StackConfig
 from infra.platform import stack_pack_config
 from infra.schemas import CrdSchemas, is_builtin, validate_builtin
 from policies.base import Rule, exemption_for, namespace_of
-from policies.registry import RESOURCE_RULES, STACK_RULES, enforcement_of, level_for
+from policies.inference import RETAIN_ANNOTATION
+from policies.registry import ALL_STACK_RULES, RESOURCE_RULES, enforcement_of, level_for
 
 SCHEMA_POLICY = "kubernetes-schema"
+DATA_VOLUMES_RULE = next(r for r in RESOURCE_RULES if r.name == "data-volumes-retained")
 CRD_POLICY = "crd-schema"
 
 
@@ -195,7 +197,7 @@ def run_stack_rules(recording: Recording, config: dict[str, Any]) -> list[CheckR
     resources = policy_resources(recording)
     by_urn = recording.by_urn()
     shared = config
-    for rule in STACK_RULES:
+    for rule in ALL_STACK_RULES:
         config = _config_for(rule, shared)
         if level_for(rule, config) == EnforcementLevel.DISABLED:
             continue
@@ -241,6 +243,31 @@ def validate_schemas(recording: Recording, kubernetes_version: str, crd_dir: Pat
     return results
 
 
+def retain_marks_are_true(recording: Recording, config: dict[str, Any]) -> list[CheckResult]:
+    """The engine does not send retainOnDelete to policy packs, so data-volumes-retained reads the object's
+    annotation; offline, the recording has the real option, and an annotation that lies is a failure."""
+    rule_config = _config_for(DATA_VOLUMES_RULE, config)
+    if level_for(DATA_VOLUMES_RULE, rule_config) == EnforcementLevel.DISABLED:
+        return []
+    level = _level(DATA_VOLUMES_RULE, rule_config)
+    results = []
+    for r in recording.kubernetes_objects():
+        annotations = (r.inputs.get("metadata") or {}).get("annotations") or {}
+        if annotations.get(RETAIN_ANNOTATION) != "true":
+            continue
+        if not r.options.get("retainOnDelete"):
+            results.append(
+                CheckResult(
+                    DATA_VOLUMES_RULE.name,
+                    r.display(),
+                    level,
+                    False,
+                    f"annotated {RETAIN_ANNOTATION}: 'true' but created without retain_on_delete=True",
+                )
+            )
+    return results
+
+
 def spec_of(config: StackConfig) -> PlatformSpec:
     raw = config.values.get(FULL_PLATFORM_KEY)
     return parse_platform(json.loads(raw) if raw else None, config.stack)
@@ -253,9 +280,11 @@ def build_report(
     kubernetes_version: str,
     crd_dir: Path | None = None,
     stack_rules: bool = True,
+    engine_options: bool = True,
 ) -> CheckReport:
-    """Resource rules, optionally stack rules, and schema validation of a recording, under one pack config."""
-    rules: list[Any] = [*RESOURCE_RULES, *STACK_RULES] if stack_rules else list(RESOURCE_RULES)
+    """Resource rules, optionally stack rules, and schema validation of a recording, under one pack config.
+    `engine_options`: the recording carries real resource options (a program run, not plain manifests)."""
+    rules: list[Any] = [*RESOURCE_RULES, *ALL_STACK_RULES] if stack_rules else list(RESOURCE_RULES)
     report = CheckReport(
         stack=recording.stack,
         profile=profile,
@@ -265,6 +294,8 @@ def build_report(
     report.policies = [(p.name, _level(p, _config_for(p, config))) for p in rules]
     report.policies += [(SCHEMA_POLICY, "mandatory"), (CRD_POLICY, "mandatory")]
     report.results.extend(run_resource_rules(recording, config))
+    if engine_options:
+        report.results.extend(retain_marks_are_true(recording, config))
     if stack_rules:
         report.results.extend(run_stack_rules(recording, config))
     report.results.extend(validate_schemas(recording, kubernetes_version, crd_dir))

@@ -108,5 +108,6 @@ def check_manifests(
             allowed_registries=list(registries or []),
         ),
     )
-    # Stack rules judge what Pulumi manages (retained volumes, one PDB per serving workload): not plain YAML.
-    return build_report(recording, config, profile, kubernetes_version, crd_dir, stack_rules=False)
+    # Stack rules judge the objects together (a PDB per serving workload, default-deny and quota per namespace);
+    # plain YAML has no resource options, so only the pack's own (annotation) view of retained volumes applies.
+    return build_report(recording, config, profile, kubernetes_version, crd_dir, engine_options=False)

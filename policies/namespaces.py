@@ -8,6 +8,7 @@ from typing import Any
 from pulumi_policy import PolicyResource, Severity, StackValidationArgs
 
 from policies.base import Rule, StackRule, cis, exemption_for, get_path, minor_of, nsa
+from policies.supplychain import owasp
 
 NAMESPACE = "kubernetes:core/v1:Namespace"
 NETWORK_POLICY = "kubernetes:networking.k8s.io/v1:NetworkPolicy"
@@ -98,6 +99,31 @@ NAMESPACE_RULES: list[Rule] = [
     )
 ]
 
+RESOURCE_QUOTA = "kubernetes:core/v1:ResourceQuota"
+LIMIT_RANGE = "kubernetes:core/v1:LimitRange"
+
+
+def quota_per_namespace(args: StackValidationArgs) -> list[tuple[str, str | None]]:
+    config = args.get_config()
+    have: dict[str, set[Any]] = {RESOURCE_QUOTA: set(), LIMIT_RANGE: set()}
+    for r in args.resources:
+        if r.resource_type in have:
+            have[r.resource_type].add(get_path(r.props, ("metadata", "namespace")))
+    violations: list[tuple[str, str | None]] = []
+    for r in args.resources:
+        if r.resource_type != NAMESPACE:
+            continue
+        name = _name(r)
+        if name is None or exemption_for(config, name) is not None:
+            continue
+        missing = [kind.rsplit(":", 1)[-1] for kind, namespaces in have.items() if name not in namespaces]
+        if missing:
+            violations.append(
+                (f"namespace {name!r} has no {' and no '.join(missing)}: its pods' consumption is unbounded", r.urn)
+            )
+    return violations
+
+
 STACK_RULES: list[StackRule] = [
     StackRule(
         name="namespace-default-deny",
@@ -113,5 +139,16 @@ STACK_RULES: list[StackRule] = [
             "then add explicit allows (DNS, the services the namespace must reach)."
         ),
         severity=Severity.HIGH,
-    )
+    ),
+    StackRule(
+        name="namespace-quota",
+        description=(
+            "Every namespace the stack creates has a ResourceQuota and a LimitRange: a tenant's workloads cannot take "
+            "more CPU, memory, GPUs or objects than granted, and containers without requests get defaults."
+        ),
+        check=quota_per_namespace,
+        standards=(nsa("Resource policies"), owasp("LLM10: Unbounded Consumption")),
+        remediation="Create the namespace with SecureNamespace (quota and limits from the stack file), or add both.",
+        severity=Severity.MEDIUM,
+    ),
 ]

@@ -8,11 +8,13 @@ from typing import Any
 from pulumi_policy import EnforcementLevel, Policy
 
 from policies.base import DEFAULT_KUBERNETES_VERSION, Rule, StackRule
+from policies.inference import INFERENCE_RULES, INFERENCE_STACK_RULES
 from policies.namespaces import NAMESPACE_RULES, STACK_RULES
 from policies.observability import OBSERVABILITY_RULES
 from policies.podsecurity import POD_SECURITY_RULES
 from policies.supplychain import SUPPLY_CHAIN_RULES
 from policies.tls import TLS_RULES
+from policies.workloads import WORKLOAD_RULES
 
 PACK_NAME = "private-llm-baseline"
 PACK_DESCRIPTION = "private-llm compliance baseline: Pod Security Standards restricted, CIS/NSA namespace isolation"
@@ -23,8 +25,10 @@ RESOURCE_RULES: list[Rule] = [
     *SUPPLY_CHAIN_RULES,
     *TLS_RULES,
     *OBSERVABILITY_RULES,
+    *WORKLOAD_RULES,
+    *INFERENCE_RULES,
 ]
-ALL_STACK_RULES: list[StackRule] = list(STACK_RULES)
+ALL_STACK_RULES: list[StackRule] = [*STACK_RULES, *INFERENCE_STACK_RULES]
 ALL_POLICIES: list[Policy] = [*RESOURCE_RULES, *ALL_STACK_RULES]
 
 

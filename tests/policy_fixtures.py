@@ -26,15 +26,51 @@ def good_container(name: str = "app") -> dict[str, Any]:
 
 
 def good_template() -> dict[str, Any]:
+    """A pod template that every resource rule of the pack accepts."""
+    server = good_container()
+    server["readinessProbe"] = {"httpGet": {"path": "/ready", "port": 8080}}
+    server["livenessProbe"] = {"httpGet": {"path": "/live", "port": 8080}}
     return {
         "metadata": {"labels": {"app": "demo"}},
         "spec": {
-            "securityContext": {"runAsNonRoot": True, "runAsUser": 10001, "seccompProfile": {"type": "RuntimeDefault"}},
+            "automountServiceAccountToken": False,
+            "securityContext": {
+                "runAsNonRoot": True,
+                "runAsUser": 10001,
+                "runAsGroup": 10001,
+                "fsGroup": 10001,
+                "seccompProfile": {"type": "RuntimeDefault"},
+            },
             "initContainers": [good_container("init")],
-            "containers": [good_container()],
+            "containers": [server],
             "volumes": [{"name": "tmp", "emptyDir": {}}],
         },
     }
+
+
+def vllm_template() -> dict[str, Any]:
+    """A compliant pod template whose main container is a vLLM server with mutual TLS."""
+    t = good_template()
+    server = t["spec"]["containers"][0]
+    server["name"] = "vllm"
+    server["command"] = ["vllm", "serve"]
+    server["args"] = [
+        "/models/llama",
+        "--max-model-len",
+        "8192",
+        "--ssl-certfile",
+        "/tls/tls.crt",
+        "--ssl-keyfile",
+        "/tls/tls.key",
+        "--ssl-ca-certs",
+        "/tls/ca.crt",
+        "--ssl-cert-reqs",
+        "2",
+    ]
+    server["env"] = [{"name": "VLLM_NO_USAGE_STATS", "value": "1"}, {"name": "DO_NOT_TRACK", "value": "1"}]
+    server["resources"]["requests"]["nvidia.com/gpu"] = "1"
+    server["resources"]["limits"]["nvidia.com/gpu"] = "1"
+    return t
 
 
 def _meta(kind: str) -> dict[str, Any]:
