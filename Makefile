@@ -9,7 +9,10 @@ STACK ?= dev
 CRDS ?= $(firstword $(wildcard ../shared/crds) $(wildcard shared/crds))
 CRD_FLAG := $(if $(CRDS),--crd-schemas $(CRDS),)
 
-.PHONY: install demo render check test lint format clean system-deps
+CHECKOV_VENV := .venv-checkov
+CHECKOV_VERSION := 3.3.30
+
+.PHONY: install demo render check test lint format clean system-deps scanner-deps
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -30,8 +33,8 @@ render: install
 check: install
 	$(BIN)/private-llm check --stack $(STACK) $(CRD_FLAG)
 
-## test: install what the tests need (Python deps; promtool and LuaJIT from Debian) and run them
-test: install system-deps
+## test: install what the tests need (Python deps; promtool and LuaJIT from Debian; checkov) and run them
+test: install system-deps scanner-deps
 	$(BIN)/python -m pytest -q
 
 # promtool (Debian package prometheus) checks and unit-tests the alert rules; LuaJIT runs the log redaction filter.
@@ -40,6 +43,14 @@ system-deps:
 	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq --no-install-recommends prometheus luajit >/dev/null; \
 	  else sudo apt-get update -qq && sudo apt-get install -y -qq --no-install-recommends prometheus luajit >/dev/null; fi; \
 	fi
+
+# checkov scans the rendered stacks (tests/test_checkov.py); its own virtualenv keeps its pins away from ours.
+$(CHECKOV_VENV)/.installed:
+	test -x $(CHECKOV_VENV)/bin/python || $(PYTHON) -m venv $(CHECKOV_VENV)
+	$(CHECKOV_VENV)/bin/python -m pip install --quiet "checkov==$(CHECKOV_VERSION)"
+	touch $@
+
+scanner-deps: $(CHECKOV_VENV)/.installed
 
 ## lint: ruff and mypy over the code we ship
 lint: install
@@ -52,4 +63,4 @@ format: install
 	$(BIN)/ruff format components infra policies tests
 
 clean:
-	rm -rf build .pytest_cache .mypy_cache .ruff_cache
+	rm -rf build .pytest_cache .mypy_cache .ruff_cache $(CHECKOV_VENV)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import re
+from collections.abc import Mapping
+
 PART_OF = "private-llm"
 MANAGED_BY = "pulumi"
 
@@ -26,3 +29,20 @@ def standard_labels(name: str, instance: str, component: str, extra: dict[str, s
 # check verifies that every object carrying it really has retainOnDelete.
 RETAIN_ANNOTATION = "privatellm.io/retain-on-delete"
 RETAINED = {RETAIN_ANNOTATION: "true"}
+
+
+# checkov reads skips from the object's own metadata.annotations, one check per key: `checkov.io/skipN: ID=reason`
+# (checkov/kubernetes/kubernetes_utils.py splits on "=", so a reason must not contain one).
+_SCANNER_CHECK = re.compile(r"^CKV2?_K8S_[0-9]+$")
+
+
+def scanner_skips(skips: Mapping[str, str]) -> dict[str, str]:
+    """`checkov.io/skipN` annotations for documented exceptions to checkov checks: {check id: reason}."""
+    annotations: dict[str, str] = {}
+    for index, (check, reason) in enumerate(sorted(skips.items()), start=1):
+        if not _SCANNER_CHECK.match(check):
+            raise ValueError(f"scanner skip {check!r} is not a checkov Kubernetes check id such as CKV_K8S_43")
+        if not reason.strip() or "=" in reason:
+            raise ValueError(f"scanner skip {check}: the reason must be a non-empty sentence without '=': {reason!r}")
+        annotations[f"checkov.io/skip{index}"] = f"{check}={reason.strip()}"
+    return annotations

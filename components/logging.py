@@ -17,7 +17,7 @@ from __future__ import annotations
 import hashlib
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import pulumi
@@ -25,7 +25,7 @@ import pulumi_kubernetes as k8s
 import pulumi_random as random
 
 from components import assets
-from components.labels import standard_labels
+from components.labels import scanner_skips, standard_labels
 
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 WRITER_USER = "privatellm-log-writer"
@@ -56,6 +56,13 @@ RESTRICTED_CONTAINER = {
 }
 
 
+# elasticsearch_exporter v1.9.0 reads credentials only from ES_USERNAME/ES_PASSWORD or the URI (no file option).
+EXPORTER_SECRET_ENV_REASON = (
+    "elasticsearch_exporter reads its password only from the ES_PASSWORD environment variable; it comes from a "
+    "secretKeyRef to the read-only monitor user"
+)
+
+
 @dataclass(frozen=True)
 class LoggingArgs:
     namespace: str
@@ -75,6 +82,9 @@ class LoggingArgs:
     image_pull_secrets: tuple[str, ...] = ()
     reader_namespace: str | None = None
     """Where Grafana runs: receives a copy of the audit reader's credentials (`READER_SECRET`)."""
+    image_scanner_skips: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
+    """Documented checkov exceptions per image reference ({image: {check id: reason}}), put on the workloads that
+    run that image."""
 
     def __post_init__(self) -> None:
         for what, value in (
@@ -85,6 +95,8 @@ class LoggingArgs:
         ):
             if not _DNS_LABEL.match(value):
                 raise ValueError(f"{what}={value!r} is not a DNS-1123 label")
+        for skips in self.image_scanner_skips.values():
+            scanner_skips(skips)
         if self.nodes < 1:
             raise ValueError("nodes must be at least 1")
         if self.nodes == 2:
@@ -110,11 +122,17 @@ class LoggingStack(pulumi.ComponentResource):
             child, pulumi.ResourceOptions(additional_secret_outputs=["data", "stringData"])
         )
 
-        def meta(object_name: str, component: str, namespace: str | None = None) -> k8s.meta.v1.ObjectMetaArgs:
+        def meta(
+            object_name: str,
+            component: str,
+            namespace: str | None = None,
+            annotations: Mapping[str, str] | None = None,
+        ) -> k8s.meta.v1.ObjectMetaArgs:
             return k8s.meta.v1.ObjectMetaArgs(
                 name=object_name,
                 namespace=namespace or a.namespace,
                 labels=standard_labels(name=object_name, instance=a.instance, component=component),
+                annotations=dict(annotations) if annotations else None,
             )
 
         self.meta = meta
@@ -263,7 +281,11 @@ class LoggingStack(pulumi.ComponentResource):
         # The Job's name carries the documents' digest: a change of retention runs it again.
         return k8s.batch.v1.Job(
             f"{name}-lifecycle-job",
-            metadata=meta(f"{a.cluster}-lifecycle-{suffix}", "index-lifecycle"),
+            metadata=meta(
+                f"{a.cluster}-lifecycle-{suffix}",
+                "index-lifecycle",
+                annotations=scanner_skips(a.image_scanner_skips.get(a.elasticsearch_image, {})),
+            ),
             spec=k8s.batch.v1.JobSpecArgs(
                 backoff_limit=20,
                 ttl_seconds_after_finished=7 * 24 * 3600,
@@ -282,6 +304,7 @@ class LoggingStack(pulumi.ComponentResource):
                             run_as_non_root=True,
                             run_as_user=10001,
                             run_as_group=10001,
+                            fs_group=10001,
                             seccomp_profile=k8s.core.v1.SeccompProfileArgs(type="RuntimeDefault"),
                         ),
                         containers=[
@@ -292,14 +315,7 @@ class LoggingStack(pulumi.ComponentResource):
                                 env=[
                                     k8s.core.v1.EnvVarArgs(name="ES_URL", value=a.url),
                                     k8s.core.v1.EnvVarArgs(name="ES_USER", value="elastic"),
-                                    k8s.core.v1.EnvVarArgs(
-                                        name="ES_PASSWORD",
-                                        value_from=k8s.core.v1.EnvVarSourceArgs(
-                                            secret_key_ref=k8s.core.v1.SecretKeySelectorArgs(
-                                                name=f"{a.cluster}-es-elastic-user", key="elastic"
-                                            )
-                                        ),
-                                    ),
+                                    k8s.core.v1.EnvVarArgs(name="ES_PASSWORD_FILE", value="/secrets/es/elastic"),
                                     k8s.core.v1.EnvVarArgs(name="ES_CA", value="/ca/ca.crt"),
                                     k8s.core.v1.EnvVarArgs(name="POLICY_DIR", value="/ilm"),
                                 ],
@@ -317,11 +333,24 @@ class LoggingStack(pulumi.ComponentResource):
                                 volume_mounts=[
                                     k8s.core.v1.VolumeMountArgs(name="ilm", mount_path="/ilm", read_only=True),
                                     k8s.core.v1.VolumeMountArgs(name="ca", mount_path="/ca", read_only=True),
+                                    k8s.core.v1.VolumeMountArgs(
+                                        name="password", mount_path="/secrets/es", read_only=True
+                                    ),
                                     k8s.core.v1.VolumeMountArgs(name="tmp", mount_path="/tmp"),
                                 ],
                             )
                         ],
                         volumes=[
+                            # The elastic user's password as a file (mode 0440, group 10001): never in the
+                            # environment, where a crash dump or /proc/<pid>/environ would show it.
+                            k8s.core.v1.VolumeArgs(
+                                name="password",
+                                secret=k8s.core.v1.SecretVolumeSourceArgs(
+                                    secret_name=f"{a.cluster}-es-elastic-user",
+                                    items=[k8s.core.v1.KeyToPathArgs(key="elastic", path="elastic")],
+                                    default_mode=0o440,
+                                ),
+                            ),
                             k8s.core.v1.VolumeArgs(
                                 name="ilm",
                                 config_map=k8s.core.v1.ConfigMapVolumeSourceArgs(name=f"{a.cluster}-lifecycle"),
@@ -341,9 +370,13 @@ class LoggingStack(pulumi.ComponentResource):
         a = self.args
         labels = standard_labels(name=f"{a.cluster}-exporter", instance=a.instance, component="metrics")
         selector = {"app.kubernetes.io/name": f"{a.cluster}-exporter", "app.kubernetes.io/instance": a.instance}
+        skips = {
+            **a.image_scanner_skips.get(a.exporter_image, {}),
+            "CKV_K8S_35": EXPORTER_SECRET_ENV_REASON,
+        }
         k8s.apps.v1.Deployment(
             f"{name}-exporter",
-            metadata=meta(f"{a.cluster}-exporter", "metrics"),
+            metadata=meta(f"{a.cluster}-exporter", "metrics", annotations=scanner_skips(skips)),
             spec=k8s.apps.v1.DeploymentSpecArgs(
                 replicas=1,
                 selector=k8s.meta.v1.LabelSelectorArgs(match_labels=selector),

@@ -25,7 +25,7 @@ import pulumi
 import pulumi_kubernetes as k8s
 
 from components import assets
-from components.labels import RETAINED, standard_labels
+from components.labels import RETAINED, scanner_skips, standard_labels
 from components.vllm_flags import is_vllm_flag
 
 VLLM_VERSION = "v0.33.0"
@@ -203,6 +203,8 @@ class VllmServiceArgs:
     memory_request: str | None = None
     compile_seconds: int = 180
     labels: Mapping[str, str] = field(default_factory=dict)
+    scanner_skips: Mapping[str, str] = field(default_factory=dict)
+    """Documented checkov exceptions for the server workload: {check id: reason} (see components.labels)."""
 
     def __post_init__(self) -> None:
         for what, value in (("name", self.name), ("namespace", self.namespace)):
@@ -212,6 +214,7 @@ class VllmServiceArgs:
             raise ValueError(f"name={self.name!r} is longer than 40 characters (derived object names must fit 63)")
         if self.tensor_parallel_size < 1 or self.pipeline_parallel_size < 1 or self.replicas < 1:
             raise ValueError("tensor_parallel_size, pipeline_parallel_size and replicas must be at least 1")
+        scanner_skips(self.scanner_skips)
         if self.tensor_parallel_size > self.scheduling.gpus_per_node:
             raise ValueError(
                 f"tensor_parallel_size={self.tensor_parallel_size} exceeds the pool's "
@@ -340,8 +343,15 @@ class VllmService(pulumi.ComponentResource):
         }
         self.pod_labels = {**self._labels("server"), **a.labels}
 
-        def meta(object_name: str, component: str) -> k8s.meta.v1.ObjectMetaArgs:
-            return k8s.meta.v1.ObjectMetaArgs(name=object_name, namespace=a.namespace, labels=self._labels(component))
+        def meta(
+            object_name: str, component: str, annotations: Mapping[str, str] | None = None
+        ) -> k8s.meta.v1.ObjectMetaArgs:
+            return k8s.meta.v1.ObjectMetaArgs(
+                name=object_name,
+                namespace=a.namespace,
+                labels=self._labels(component),
+                annotations=dict(annotations) if annotations else None,
+            )
 
         self.meta = meta
         self.service_account = k8s.core.v1.ServiceAccount(
@@ -712,7 +722,7 @@ class VllmService(pulumi.ComponentResource):
         replicas = a.autoscaling.min_replicas if a.autoscaling else a.replicas
         return k8s.apps.v1.Deployment(
             f"{name}-deployment",
-            metadata=self.meta(a.name, "server"),
+            metadata=self.meta(a.name, "server", scanner_skips(a.scanner_skips)),
             spec=k8s.apps.v1.DeploymentSpecArgs(
                 replicas=replicas,
                 selector=k8s.meta.v1.LabelSelectorArgs(match_labels=self.selector),
@@ -747,7 +757,7 @@ class VllmService(pulumi.ComponentResource):
             f"{name}-lws",
             api_version="leaderworkerset.x-k8s.io/v1",
             kind="LeaderWorkerSet",
-            metadata=self.meta(a.name, "server"),
+            metadata=self.meta(a.name, "server", scanner_skips(a.scanner_skips)),
             spec={
                 "replicas": replicas,
                 "startupPolicy": "LeaderCreated",

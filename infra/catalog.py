@@ -15,6 +15,7 @@ from typing import Any
 from components.vllm import VLLM_VERSION
 from infra.config import PlatformSpec, RegistrySpec
 from infra.observability.ilm import AUDIT_DATASOURCE_UID
+from policies.supplychain import split_image
 
 _DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
 
@@ -832,3 +833,45 @@ def fluent_bit_values(
             "outputs": "".join(outputs),
         },
     }
+
+
+def immutable_repositories(spec: PlatformSpec) -> list[str]:
+    """Repository prefixes whose tags cannot be overwritten: the platform's own Harbor projects (created with a
+    tag-immutability rule) and the projects the stack declares immutable."""
+    registry = spec.registry
+    if registry is None:
+        return []
+    immutable: list[str] = []
+    if registry.harbor is not None:
+        immutable += [f"{registry.host}/{p}" for p in (registry.platform_project, registry.models_project)]
+    immutable += [f"{registry.host}/{p}" for p in registry.immutable_projects]
+    return immutable
+
+
+PULL_POLICY_REASON = (
+    "the image is pinned by an immutable tag, so IfNotPresent runs the same image; Always would make every restart "
+    "depend on reaching the registry"
+)
+
+
+def image_scanner_skips(spec: PlatformSpec, image: str) -> dict[str, str]:
+    """The documented checkov exceptions for an image reference: none for a digest-pinned image; for a tag in an
+    immutable Harbor project the tag is the pin (CKV_K8S_43/15); a baseline-profile registry without immutability
+    is an advisory finding of images-pinned. Anything else gets no skip, so checkov reports it like the pack does."""
+    host, path, _, digest = split_image(image)
+    if digest is not None:
+        return {}
+    immutable = immutable_repositories(spec)
+    project = next((p for p in immutable if f"{host}/{path}".startswith(p.rstrip("/") + "/")), None)
+    if project is not None:
+        return {
+            "CKV_K8S_43": f"tag pinned in {project}, a Harbor project whose tag-immutability rule forbids overwrites",
+            "CKV_K8S_15": PULL_POLICY_REASON,
+        }
+    if spec.profile == "baseline":
+        advisory = "baseline profile: the registry offers no tag immutability and no digest lock is written"
+        return {
+            "CKV_K8S_43": f"{advisory}; images-pinned reports it as advisory",
+            "CKV_K8S_15": f"{advisory}; IfNotPresent lets pods restart while the registry is down",
+        }
+    return {}

@@ -29,7 +29,7 @@ from components.vllm import (
 )
 from infra.capacity import CapacityError, Plan, PlanRequest, gpu_type, plan, resolve_model
 from infra.capacity.models import ModelSpec as ModelFacts
-from infra.catalog import DEFAULT_DRIVER_VERSION, IMAGES, Image
+from infra.catalog import DEFAULT_DRIVER_VERSION, IMAGES, Image, image_scanner_skips
 from infra.config import (
     FULL_PLATFORM_KEY,
     GpuPoolSpec,
@@ -345,6 +345,7 @@ def vllm_service_args(
         namespace=spec.namespaces.inference.name,
         instance=spec.name,
         image=images["vllm"].render(spec.registry),
+        scanner_skips=image_scanner_skips(spec, images["vllm"].render(spec.registry)),
         served_model_name=m.served_name,
         tensor_parallel_size=p.tensor_parallel_size,
         pipeline_parallel_size=p.pipeline_parallel_size,

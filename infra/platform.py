@@ -44,6 +44,8 @@ from infra.catalog import (
     gpu_operator_values,
     harbor_claims,
     harbor_values,
+    image_scanner_skips,
+    immutable_repositories,
     keda_values,
     kube_prometheus_stack_values,
     lws_values,
@@ -402,15 +404,12 @@ def gpu_operator_exemptions(spec: PlatformSpec) -> dict[str, str]:
 def stack_policy_config(spec: PlatformSpec) -> dict[str, Any]:
     """What the policies need to know about a stack: target version, documented exemptions, its registries."""
     allowed: list[str] = []
-    immutable: list[str] = []
     registry = spec.registry
     if registry is not None:
         allowed.append(registry.host)
         if registry.harbor is not None:
             allowed.append(registry.harbor.bootstrap_registry)
-            # The platform's Harbor projects carry a tag-immutability rule.
-            immutable += [f"{registry.host}/{p}" for p in (registry.platform_project, registry.models_project)]
-        immutable += [f"{registry.host}/{p}" for p in registry.immutable_projects]
+    immutable = immutable_repositories(spec)
     return policy_config(
         kubernetes_version=spec.cluster.kubernetes_version,
         exempt_namespaces=gpu_operator_exemptions(spec),
@@ -1162,6 +1161,10 @@ def build_logging(spec: PlatformSpec, platform: Platform, opts: pulumi.ResourceO
         elasticsearch_image=images["elasticsearch"].render(registry),
         kibana_image=images["kibana"].render(registry),
         exporter_image=images["elasticsearch-exporter"].render(registry),
+        image_scanner_skips={
+            image: image_scanner_skips(spec, image)
+            for image in (images["elasticsearch"].render(registry), images["elasticsearch-exporter"].render(registry))
+        },
         nodes=nodes,
         storage_size=spec.logging.storage_size,
         storage_class=spec.logging.storage_class,

@@ -42,11 +42,12 @@ def test_documents_pair_templates_with_policies() -> None:
 class FakeElasticsearch(http.server.BaseHTTPRequestHandler):
     received: list[tuple[str, dict[str, Any]]] = []
     fail_path: str | None = None
+    password = "s3cret"
 
     def do_PUT(self) -> None:
         auth = self.headers.get("Authorization", "")
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-        if auth != "Basic " + base64.b64encode(b"elastic:s3cret").decode():
+        if auth != "Basic " + base64.b64encode(f"elastic:{self.password}".encode()).decode():
             self.send_response(401)
             self.end_headers()
             self.wfile.write(b'{"error":"unauthorized"}')
@@ -69,6 +70,7 @@ class FakeElasticsearch(http.server.BaseHTTPRequestHandler):
 def elasticsearch() -> Iterator[str]:
     FakeElasticsearch.received = []
     FakeElasticsearch.fail_path = None
+    FakeElasticsearch.password = "s3cret"
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), FakeElasticsearch)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
@@ -79,10 +81,13 @@ def elasticsearch() -> Iterator[str]:
 
 
 def apply(url: str, folder: Path, password: str = "s3cret") -> subprocess.CompletedProcess[str]:
+    # The Secret is mounted as a file (a Secret volume's file has no trailing newline; a hand-made one may).
+    secret = folder.parent / f"{folder.name}-password"
+    secret.write_text(password + "\n")
     env = {
         "ES_URL": url,
         "ES_USER": "elastic",
-        "ES_PASSWORD": password,
+        "ES_PASSWORD_FILE": str(secret),
         "POLICY_DIR": str(folder),
         "PATH": "/usr/bin:/bin",
     }
@@ -117,3 +122,25 @@ def test_script_fails_loudly(elasticsearch: str, tmp_path: Path) -> None:
     FakeElasticsearch.fail_path = "/_index_template/privatellm-app"
     bad = apply(elasticsearch, tmp_path)
     assert bad.returncode == 1 and "HTTP 400" in bad.stderr and "bad policy" in bad.stderr
+
+
+def test_password_with_quotes_and_backslashes_reaches_elasticsearch_intact(elasticsearch: str, tmp_path: Path) -> None:
+    write_documents(tmp_path)
+    FakeElasticsearch.password = 'a"b\\c d'
+    result = apply(elasticsearch, tmp_path, password='a"b\\c d')
+    assert result.returncode == 0, result.stderr
+    assert len(FakeElasticsearch.received) == 4
+
+
+def test_script_refuses_a_missing_password_file(elasticsearch: str, tmp_path: Path) -> None:
+    write_documents(tmp_path)
+    env = {
+        "ES_URL": elasticsearch,
+        "ES_USER": "elastic",
+        "ES_PASSWORD_FILE": str(tmp_path / "absent"),
+        "POLICY_DIR": str(tmp_path),
+        "PATH": "/usr/bin:/bin",
+    }
+    result = subprocess.run(["sh", str(SCRIPT)], env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1 and "cannot read ES_PASSWORD_FILE" in result.stderr
+    assert FakeElasticsearch.received == []

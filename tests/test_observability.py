@@ -175,11 +175,19 @@ def test_lifecycle_job_applies_the_profile_retention(finance: Recording) -> None
     audit = json.loads(documents["privatellm-audit.policy.json"])
     assert audit["policy"]["phases"]["delete"]["min_age"] == "365d"
     [job] = [j for n, j in objects(finance, "Job").items() if n.startswith("bank-llm-logs-lifecycle-")]
-    env = {e["name"]: e for e in job.inputs["spec"]["template"]["spec"]["containers"][0]["env"]}
-    assert env["ES_PASSWORD"]["valueFrom"]["secretKeyRef"] == {
-        "name": "bank-llm-logs-es-elastic-user",
-        "key": "elastic",
+    pod = job.inputs["spec"]["template"]["spec"]
+    env = {e["name"]: e for e in pod["containers"][0]["env"]}
+    # The password reaches the script as a mounted Secret file readable by the pod's group, never as env.
+    assert "ES_PASSWORD" not in env and env["ES_PASSWORD_FILE"]["value"] == "/secrets/es/elastic"
+    mounts = {m["name"]: m for m in pod["containers"][0]["volumeMounts"]}
+    assert mounts["password"] == {"name": "password", "mountPath": "/secrets/es", "readOnly": True}
+    [volume] = [v for v in pod["volumes"] if v["name"] == "password"]
+    assert volume["secret"] == {
+        "secretName": "bank-llm-logs-es-elastic-user",
+        "items": [{"key": "elastic", "path": "elastic"}],
+        "defaultMode": 0o440,
     }
+    assert pod["securityContext"]["fsGroup"] == pod["securityContext"]["runAsUser"] == 10001
 
 
 def test_fluent_bit_redacts_and_ships_over_verified_tls(finance: Recording) -> None:
