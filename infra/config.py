@@ -145,7 +145,16 @@ def _secret_ref(value: str) -> str:
     return value
 
 
+_DN_FRAGMENT = re.compile(r"^(CN|OU|DC|O|L|ST|C|UID)=", re.IGNORECASE)
+
+
 def _group_name(value: str) -> str:
+    if _DN_FRAGMENT.match(value):
+        raise ValueError(
+            "looks like a piece of a distinguished name: a YAML flow list splits `[CN=a,OU=b,DC=c]` at its commas "
+            "into separate groups (each would be bound). Write the group name your identity provider puts in the "
+            "token's groups claim, e.g. llm-retail-admins"
+        )
     if not _GROUP_NAME.match(value):
         raise ValueError("must be an LDAP/OIDC group name without spaces or commas (at most 253 characters)")
     return value

@@ -153,6 +153,11 @@ def test_every_shipped_stack_parses(path: Path) -> None:
             id="limit-range-order",
         ),
         pytest.param(
+            {"tenants": [{"name": "retail", "groups": {"admin": ["CN=retail-admins", "OU=Groups", "DC=bank"]}}]},
+            ["tenants[0].groups.admin[1]='OU=Groups' looks like a piece of a distinguished name"],
+            id="distinguished-name-split-by-yaml",
+        ),
+        pytest.param(
             {"tenants": "retail"},
             ["privatellm:platform.tenants='retail'"],
             id="tenants-not-a-list",

@@ -252,7 +252,7 @@ def test_refusal_carries_the_numbers() -> None:
     assert "GiB" in message and "L4" in message
 
 
-@pytest.mark.parametrize("stack", ["dev", "finance-prod"])
+@pytest.mark.parametrize("stack", ["dev", "finance-prod", "healthcare-prod"])
 def test_shipped_stacks_with_models_pass_the_check(stack: str, crds: Path) -> None:
     config = load_stack_config(ROOT, stack)
     rec = run_program(config)

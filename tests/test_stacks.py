@@ -2,20 +2,92 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
+import yaml
 
+from infra.capacity import gpu_type
 from infra.checks import CRD_POLICY, SCHEMA_POLICY, check_recording, spec_of
+from infra.config import PROFILE_MIN_AUDIT_RETENTION_DAYS, qualified_key
+from infra.inference import stack_plans
 from infra.offline import Recording, available_stacks, load_stack_config, run_program
 from policies.registry import ALL_POLICIES
-from tests.conftest import ROOT
+from tests.conftest import ROOT, STACKS
 
 STACK_NAMES = available_stacks(ROOT)
+SHIPPED = {"dev", "eks-prod", "finance-prod", "gov-airgap", "healthcare-prod"}
 
 
 def test_dev_stack_ships() -> None:
     assert "dev" in STACK_NAMES
+
+
+def test_every_stack_file_is_covered() -> None:
+    """The parametrized stack tests run over every stacks/Pulumi.<stack>.yaml, lock files excluded."""
+    files = {p.name for p in STACKS.glob("Pulumi.*.yaml")}
+    stacks = {name.removeprefix("Pulumi.").removesuffix(".yaml") for name in files if not name.endswith(".lock.yaml")}
+    assert set(STACK_NAMES) == stacks
+    assert len(STACK_NAMES) == len(stacks)
+    assert stacks >= SHIPPED
+
+
+def header_of(stack: str) -> str:
+    """The comment block a stack file starts with, without the leading '# '."""
+    lines = (STACKS / f"Pulumi.{stack}.yaml").read_text().splitlines()
+    header: list[str] = []
+    for line in lines:
+        if not line.startswith("#"):
+            break
+        header.append(line[1:].removeprefix(" "))
+    return "\n".join(header)
+
+
+@pytest.mark.parametrize("stack", STACK_NAMES)
+def test_stack_is_documented_at_the_top(stack: str) -> None:
+    """Who it is for, what it builds (with the planner's numbers), what to replace, and how to check it."""
+    header = header_of(stack)
+    assert header.startswith(f"{stack}: "), header[:80]
+    config = load_stack_config(ROOT, stack)
+    spec = spec_of(config)
+    assert spec.profile in header
+    assert re.search(rf"^\s*private-llm check\s+--stack {re.escape(stack)}\b", header, re.M)
+    assert "Replace before use" in header
+    # Every model with the tensor/pipeline parallelism and replicas the planner gives it today.
+    for name, plan, problems in stack_plans(spec, ROOT):
+        assert plan is not None, problems
+        r, g = plan.replicas, plan.gpus
+        sizing = (
+            rf"TP={plan.tensor_parallel_size}, PP={plan.pipeline_parallel_size}, "
+            rf"{r} replicas? = {g} GPUs?\b"
+        )
+        assert re.search(rf"\* {re.escape(name)}:[^*]*?{sizing}", header), f"{stack}: {name} is not {sizing}"
+    # Every secret the stack needs, with the command that sets it; or a plain statement that there is none.
+    document = yaml.safe_load((STACKS / f"Pulumi.{stack}.yaml").read_text())
+    secure = {k for k, v in document["config"].items() if isinstance(v, dict) and set(v) == {"secure"}}
+    needed = {qualified_key(ref) for _, ref in spec.secret_refs()} | secure
+    for key in sorted(needed):
+        assert f"pulumi config set --secret {key} --stack {stack}" in header, key
+    if not needed:
+        assert "No secrets to set" in header
+
+
+def test_healthcare_prod_is_what_a_hospital_needs() -> None:
+    spec = spec_of(load_stack_config(ROOT, "healthcare-prod"))
+    assert spec.profile == "healthcare"
+    assert {gpu_type(p.gpu).name for p in spec.node_pools} <= {"A100-80GB", "A100-40GB"}
+    assert spec.pki.mode in ("enterprise", "vault")
+    assert spec.registry is not None and spec.registry.harbor is not None and spec.registry.air_gapped
+    assert spec.gateway is not None
+    assert {t.access for t in spec.tenants} == {"inference", "list-models"}
+    # audit logs kept six years (HIPAA documentation retention), above the profile's own minimum
+    assert spec.audit_retention_days >= max(6 * 365, PROFILE_MIN_AUDIT_RETENTION_DAYS["healthcare"])
+    assert spec.logging.enabled and spec.logging.redaction_patterns
+    assert all(m.integrity is not None for m in spec.models)
+    plans = stack_plans(spec, ROOT)
+    assert all(plan is not None and plan.fits for _, plan, _ in plans)
+    assert sum(plan.gpus for _, plan, _ in plans if plan) <= sum(p.total_gpus for p in spec.node_pools)
 
 
 def render(stack: str) -> tuple[Recording, object]:
