@@ -194,8 +194,17 @@ def check(
     ] = None,
     out_dir: Annotated[Path | None, typer.Option("--out", "-o", help="Also write the render to this folder.")] = None,
     show_passed: Annotated[bool, typer.Option("--show-passed", help="List passing results too.")] = False,
+    report_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--report",
+            help="With --stack: write the compliance evidence (evidence.json, evidence.md, evidence.html) here.",
+        ),
+    ] = None,
     project_dir: ProjectOption = None,
 ) -> None:
+    if report_dir is not None and stack is None:
+        raise fail("--report needs --stack: the evidence report covers a stack (its profile, exceptions, file digest)")
     if crd_schemas is not None and not crd_schemas.is_dir():
         raise fail(f"--crd-schemas {crd_schemas} is not a folder")
     if (stack is None) == (manifests is None):
@@ -216,6 +225,15 @@ def check(
         spec = spec_of(config)  # type: ignore[arg-type]
         report = check_recording(recording, spec, crd_schemas)
         subject = f"stack [bold]{stack}[/]"
+        if report_dir is not None:
+            from infra.evidence import build_evidence, write_evidence
+            from infra.offline import stack_file
+            from infra.platform import stack_pack_config
+
+            root = project_dir or find_project_dir()
+            evidence = build_evidence(report, stack_pack_config(spec), stack_file(root, stack), root)
+            for path in write_evidence(evidence, report_dir):
+                err.print(f"wrote {path}")
     if output_format == OutputFormat.json:
         sys.stdout.write(report.to_json() + "\n")
     else:
