@@ -57,6 +57,8 @@ IMAGES: dict[str, Image] = {
     "nvidia-device-plugin": Image("nvcr.io/nvidia/k8s-device-plugin", "v0.20.0"),
     "dcgm-exporter": Image("nvcr.io/nvidia/k8s/dcgm-exporter", "4.6.0-4.8.3-distroless"),
     "mig-manager": Image("nvcr.io/nvidia/cloud-native/k8s-mig-manager", "v0.15.0"),
+    # driver.manager: drains and reloads the driver on upgrades (runs as the driver pod's init container).
+    "k8s-driver-manager": Image("nvcr.io/nvidia/cloud-native/k8s-driver-manager", "v0.12.0"),
     "node-feature-discovery": Image("registry.k8s.io/nfd/node-feature-discovery", "v0.19.0"),
     # cert-manager v1.21.1 and trust-manager v0.24.0 (quay.io/jetstack charts).
     **{
@@ -271,7 +273,11 @@ def gpu_operator_values(
         "daemonsets": {"tolerations": tolerations, "priorityClassName": "system-node-critical"},
         "operator": image("gpu-operator"),
         "validator": image("gpu-operator"),
-        "driver": {"enabled": install_driver, **image("nvidia-driver", driver_version)},
+        "driver": {
+            "enabled": install_driver,
+            **image("nvidia-driver", driver_version),
+            "manager": image("k8s-driver-manager"),
+        },
         "toolkit": {"enabled": True, **image("nvidia-container-toolkit")},
         "devicePlugin": {"enabled": True, **device_plugin},
         "gfd": {"enabled": True, **image("nvidia-device-plugin")},
@@ -751,9 +757,6 @@ def eck_operator_values(
         "securityContext": RESTRICTED_CONTAINER,
         "config": {"containerRegistry": registry.host},
     }
-
-
-LOG_SHIPPER_NAMESPACE = "llm-log-shipper"
 
 
 def fluent_bit_values(

@@ -30,7 +30,16 @@ from infra.platform import stack_pack_config
 from infra.schemas import CrdSchemas, is_builtin, validate_builtin
 from policies.base import Rule, exemption_for, namespace_of
 from policies.inference import RETAIN_ANNOTATION
-from policies.registry import ALL_STACK_RULES, RESOURCE_RULES, enforcement_of, level_for
+from policies.registry import (
+    ALL_STACK_RULES,
+    RESOURCE_RULES,
+    enforcement_of,
+    is_pack_document,
+    level_for,
+    merge_pack_config,
+    validate_pack_config,
+    validate_policy_config,
+)
 
 SCHEMA_POLICY = "kubernetes-schema"
 DATA_VOLUMES_RULE = next(r for r in RESOURCE_RULES if r.name == "data-volumes-retained")
@@ -85,6 +94,14 @@ class CheckReport:
 
     def to_json(self) -> str:
         return json.dumps({"results": [asdict(r) for r in self.results], "summary": self.summary()}, indent=2)
+
+
+class PolicyConfigError(ValueError):
+    """The policy pack config is invalid: every problem, each naming the policy, key and fix."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        super().__init__("invalid policy pack config:\n" + "\n".join(f"  - {p}" for p in problems))
 
 
 def _options(resource: RecordedResource) -> PolicyResourceOptions:
@@ -283,7 +300,12 @@ def build_report(
     engine_options: bool = True,
 ) -> CheckReport:
     """Resource rules, optionally stack rules, and schema validation of a recording, under one pack config.
-    `engine_options`: the recording carries real resource options (a program run, not plain manifests)."""
+    `engine_options`: the recording carries real resource options (a program run, not plain manifests).
+    An invalid config (unknown policy or key, wrong type, an exception without a reason) raises PolicyConfigError
+    before any rule runs."""
+    problems = validate_pack_config(config) if is_pack_document(config) else validate_policy_config(config)
+    if problems:
+        raise PolicyConfigError(problems)
     rules: list[Any] = [*RESOURCE_RULES, *ALL_STACK_RULES] if stack_rules else list(RESOURCE_RULES)
     report = CheckReport(
         stack=recording.stack,
@@ -302,5 +324,12 @@ def build_report(
     return report
 
 
-def check_recording(recording: Recording, spec: PlatformSpec, crd_dir: Path | None = None) -> CheckReport:
-    return build_report(recording, stack_pack_config(spec), spec.profile, spec.cluster.kubernetes_version, crd_dir)
+def check_recording(
+    recording: Recording,
+    spec: PlatformSpec,
+    crd_dir: Path | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> CheckReport:
+    """The stack's pack config (profile, exceptions, its policy.overrides), then `overrides` (--policy-config)."""
+    config = merge_pack_config(stack_pack_config(spec), overrides or {})
+    return build_report(recording, config, spec.profile, spec.cluster.kubernetes_version, crd_dir)

@@ -9,11 +9,12 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+import yaml
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from infra.checks import CheckReport, check_recording, spec_of
+from infra.checks import CheckReport, PolicyConfigError, check_recording, spec_of
 from infra.config import DEFAULT_KUBERNETES_VERSION, StackConfigError
 from infra.offline import (
     OfflineError,
@@ -82,6 +83,34 @@ def _render(stack: str, project_dir: Path | None, quiet: bool = False) -> tuple[
         raise fail(str(cause) if isinstance(cause, StackConfigError) else str(exc)) from None
     except FileNotFoundError as exc:
         raise fail(str(exc)) from None
+
+
+def _exemptions(items: list[str]) -> dict[str, str]:
+    exemptions: dict[str, str] = {}
+    for item in items:
+        namespace, _, reason = item.partition("=")
+        if not namespace.strip() or len(reason.strip()) < 10:
+            raise fail(
+                f"--exempt {item!r}: write NAMESPACE=REASON with the reason an auditor reads "
+                "(10 characters or more), e.g. --exempt 'gpu-operator=the NVIDIA driver needs host access'"
+            )
+        exemptions[namespace.strip()] = reason.strip()
+    return exemptions
+
+
+def _policy_overrides(path: Path | None) -> dict[str, Any]:
+    if path is None:
+        return {}
+    from policies.registry import validate_pack_config
+
+    try:
+        document = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as exc:
+        raise fail(f"--policy-config {path}: {exc}") from None
+    problems = validate_pack_config(document)
+    if problems:
+        raise fail(f"--policy-config {path} is invalid:\n" + "\n".join(f"  - {p}" for p in problems))
+    return dict(document)
 
 
 def _summary_tables(recording: Recording) -> list[Table]:
@@ -194,6 +223,22 @@ def check(
     ] = None,
     out_dir: Annotated[Path | None, typer.Option("--out", "-o", help="Also write the render to this folder.")] = None,
     show_passed: Annotated[bool, typer.Option("--show-passed", help="List passing results too.")] = False,
+    exempt: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--exempt",
+            help="With --manifests: NAMESPACE=REASON, a documented exception the rules skip (repeat). Stacks "
+            "declare theirs in policy.exceptions.",
+        ),
+    ] = None,
+    policy_config_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--policy-config",
+            help="A --policy-pack-config document (JSON or YAML: {policy id or all: level or config}) merged over "
+            "the stack's or profile's config.",
+        ),
+    ] = None,
     report_dir: Annotated[
         Path | None,
         typer.Option(
@@ -209,12 +254,23 @@ def check(
         raise fail(f"--crd-schemas {crd_schemas} is not a folder")
     if (stack is None) == (manifests is None):
         raise fail("give either --stack S (render and check a stack) or --manifests PATH (check plain YAML)")
+    if exempt and manifests is None:
+        raise fail("--exempt applies to --manifests; a stack declares its exceptions in policy.exceptions")
+    overrides = _policy_overrides(policy_config_file)
     if manifests is not None:
         from infra.manifests import ManifestError, check_manifests
 
         try:
-            report = check_manifests(manifests, profile, kubernetes_version, registries or [], crd_dir=crd_schemas)
-        except ManifestError as exc:
+            report = check_manifests(
+                manifests,
+                profile,
+                kubernetes_version,
+                registries or [],
+                exempt_namespaces=_exemptions(exempt or []),
+                crd_dir=crd_schemas,
+                overrides=overrides,
+            )
+        except (ManifestError, PolicyConfigError) as exc:
             raise fail(str(exc)) from None
         subject = f"manifests {manifests}"
     else:
@@ -223,15 +279,20 @@ def check(
         if out_dir is not None:
             write_render(recording, out_dir)
         spec = spec_of(config)  # type: ignore[arg-type]
-        report = check_recording(recording, spec, crd_schemas)
+        try:
+            report = check_recording(recording, spec, crd_schemas, overrides)
+        except PolicyConfigError as exc:
+            raise fail(str(exc)) from None
         subject = f"stack [bold]{stack}[/]"
         if report_dir is not None:
             from infra.evidence import build_evidence, write_evidence
             from infra.offline import stack_file
             from infra.platform import stack_pack_config
+            from policies.registry import merge_pack_config
 
             root = project_dir or find_project_dir()
-            evidence = build_evidence(report, stack_pack_config(spec), stack_file(root, stack), root)
+            pack_config = merge_pack_config(stack_pack_config(spec), overrides)
+            evidence = build_evidence(report, pack_config, stack_file(root, stack), root)
             for path in write_evidence(evidence, report_dir):
                 err.print(f"wrote {path}")
     if output_format == OutputFormat.json:

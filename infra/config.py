@@ -25,6 +25,9 @@ import pulumi
 from kubernetes.utils.quantity import parse_quantity
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 
+from policies.profiles import THRESHOLDS as PROFILE_THRESHOLDS
+from policies.registry import validate_pack_config
+
 CONFIG_NAMESPACE = "privatellm"
 PLATFORM_KEY = "platform"
 FULL_PLATFORM_KEY = f"{CONFIG_NAMESPACE}:{PLATFORM_KEY}"
@@ -903,8 +906,9 @@ class InferenceSpec(StrictModel):
 # --------------------------------------------------------------------------------------------------------------
 
 # Longest certificate lifetime and API-key rotation period each profile accepts (days).
-PROFILE_MAX_CERT_DAYS: dict[str, int] = {"baseline": 365, "finance": 90, "healthcare": 180, "government": 90}
-PROFILE_MAX_KEY_ROTATION_DAYS: dict[str, int] = {"baseline": 365, "finance": 90, "healthcare": 180, "government": 90}
+# One source with the policy pack (policies/profiles.py): the schema refuses what the pack would.
+PROFILE_MAX_CERT_DAYS: dict[str, int] = {p: t["maxCertificateDays"] for p, t in PROFILE_THRESHOLDS.items()}
+PROFILE_MAX_KEY_ROTATION_DAYS: dict[str, int] = {p: t["maxKeyRotationDays"] for p, t in PROFILE_THRESHOLDS.items()}
 # TLS 1.3 cipher suites are fixed by the protocol; these are the TLS 1.2 suites a profile allows where 1.2 is needed
 # (backends): ECDHE with AEAD only.
 PROFILE_CIPHERS: dict[str, list[str]] = {
@@ -1038,12 +1042,9 @@ class GatewaySpec(StrictModel):
 # Metrics retention, log retention (application / audit) and Elasticsearch nodes per profile.
 PROFILE_METRICS_RETENTION_DAYS: dict[str, int] = {"baseline": 15, "finance": 90, "healthcare": 90, "government": 180}
 PROFILE_MIN_AUDIT_RETENTION_DAYS: dict[str, int] = {
-    "baseline": 30,
-    "finance": 365,
-    "healthcare": 180,
-    "government": 365,
+    p: t["minAuditRetentionDays"] for p, t in PROFILE_THRESHOLDS.items()
 }
-PROFILE_MIN_APP_RETENTION_DAYS: dict[str, int] = {"baseline": 7, "finance": 30, "healthcare": 30, "government": 90}
+PROFILE_MIN_APP_RETENTION_DAYS: dict[str, int] = {p: t["minAppRetentionDays"] for p, t in PROFILE_THRESHOLDS.items()}
 PROFILE_ES_NODES: dict[str, int] = {"baseline": 1, "finance": 3, "healthcare": 3, "government": 3}
 
 
@@ -1101,6 +1102,38 @@ class LoggingSpec(StrictModel):
         return self
 
 
+# Fluent Bit's namespace: it reads node log files (hostPath), the platform's second documented exception.
+LOG_SHIPPER_NAMESPACE = "llm-log-shipper"
+
+
+def _reason(value: str) -> str:
+    if len(value.strip()) < 10:
+        raise ValueError("an exception needs its reason: a sentence an auditor can check (10 characters or more)")
+    return value.strip()
+
+
+Reason = Annotated[str, AfterValidator(_reason)]
+
+
+class PolicySpec(StrictModel):
+    """How the policy pack judges this stack, beyond its profile: documented exceptions and overrides. Both reach
+    `pulumi preview --policy-pack policies` (through `private-llm policy-config`) and the offline check, and both
+    are listed in the evidence report."""
+
+    exceptions: dict[NamespaceName, Reason] = Field(default_factory=dict)
+    """Namespaces the pack's resource rules skip, each with its reason. The GPU Operator and log shipper namespaces
+    get built-in reasons when not listed here."""
+    overrides: dict[str, Any] = Field(default_factory=dict)
+    """`--policy-pack-config` entries merged over the profile's: {policy id or "all": level or {key: value}}."""
+
+    @model_validator(mode="after")
+    def _valid_overrides(self) -> PolicySpec:
+        problems = validate_pack_config(self.overrides)
+        if problems:
+            raise ValueError("overrides: " + "; ".join(problems))
+        return self
+
+
 class PlatformSpec(StrictModel):
     """The whole platform one stack file describes."""
 
@@ -1118,6 +1151,19 @@ class PlatformSpec(StrictModel):
     gateway: GatewaySpec | None = None
     observability: ObservabilitySpec = Field(default_factory=ObservabilitySpec)
     logging: LoggingSpec = Field(default_factory=LoggingSpec)
+    policy: PolicySpec = Field(default_factory=PolicySpec)
+
+    @model_validator(mode="after")
+    def _exceptions_name_our_namespaces(self) -> PlatformSpec:
+        ours = {ns.name for _, ns in self.namespaces.items()} | {t.namespace_name for t in self.tenants}
+        ours |= {self.gpu_operator.namespace, LOG_SHIPPER_NAMESPACE}
+        unknown = sorted(set(self.policy.exceptions) - ours)
+        if unknown:
+            raise ValueError(
+                f"policy.exceptions names {', '.join(unknown)}, which this stack does not create; an exception "
+                "applies only to the stack's own namespaces (remove it, or fix the name)"
+            )
+        return self
 
     @model_validator(mode="after")
     def _profile_rules(self) -> PlatformSpec:

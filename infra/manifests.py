@@ -17,7 +17,7 @@ import yaml
 from infra.checks import CheckReport, build_report
 from infra.config import DEFAULT_KUBERNETES_VERSION, Profile
 from infra.offline import RecordedResource, Recording
-from policies.registry import policy_config, profile_pack_config
+from policies.registry import merge_pack_config, policy_config, profile_pack_config
 
 PROFILES: tuple[str, ...] = get_args(Profile)
 SUFFIXES = (".yaml", ".yml", ".json")
@@ -95,18 +95,24 @@ def check_manifests(
     registries: list[str] | None = None,
     exempt_namespaces: dict[str, str] | None = None,
     crd_dir: Path | None = None,
+    overrides: dict[str, Any] | None = None,
 ) -> CheckReport:
-    """The pack's Kubernetes rules and schema validation on the objects under `path`, with `profile`'s levels."""
+    """The pack's Kubernetes rules and schema validation on the objects under `path`, with `profile`'s levels and
+    thresholds, documented exceptions and `--policy-pack-config` style overrides."""
     if profile not in PROFILES:
         raise ManifestError(f"--profile {profile!r} is not a profile; choose one of {', '.join(PROFILES)}")
     recording = manifests_recording(load_manifests(path), f"manifests:{path}")
-    config = profile_pack_config(
-        profile,
-        policy_config(
-            kubernetes_version=kubernetes_version,
-            exempt_namespaces=exempt_namespaces,
-            allowed_registries=list(registries or []),
+    config = merge_pack_config(
+        profile_pack_config(
+            profile,
+            policy_config(
+                kubernetes_version=kubernetes_version,
+                exempt_namespaces=exempt_namespaces,
+                allowed_registries=list(registries or []),
+                profile=profile,
+            ),
         ),
+        overrides or {},
     )
     # Stack rules judge the objects together (a PDB per serving workload, default-deny and quota per namespace);
     # plain YAML has no resource options, so only the pack's own (annotation) view of retained volumes applies.

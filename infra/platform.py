@@ -13,6 +13,7 @@ import pulumi_kubernetes as k8s
 
 from components.gateway import GatewayModel, GatewayTenant, LlmGateway, LlmGatewayArgs
 from components.gpu_pools import EksNodeGroup, GpuNodePool, GpuNodePoolArgs, Taint
+from components.guardrails import AdmissionGuardrails
 from components.logging import READER_SECRET, WRITER_SECRET, LoggingArgs, LoggingStack
 from components.namespaces import (
     SecureNamespace,
@@ -30,7 +31,6 @@ from infra.catalog import (
     DEFAULT_DRIVER_VERSION,
     ENVOY_GATEWAY_NAMESPACE,
     IMAGES,
-    LOG_SHIPPER_NAMESPACE,
     AuditLogSource,
     ChartRef,
     GpuPoolSettings,
@@ -52,15 +52,12 @@ from infra.catalog import (
     trust_manager_values,
 )
 from infra.config import (
+    LOG_SHIPPER_NAMESPACE,
     PLATFORM_LIMITS,
     PLATFORM_QUOTA,
     POOL_LABEL,
     PROFILE_CIPHERS,
     PROFILE_ES_NODES,
-    PROFILE_MAX_CERT_DAYS,
-    PROFILE_MAX_KEY_ROTATION_DAYS,
-    PROFILE_MIN_APP_RETENTION_DAYS,
-    PROFILE_MIN_AUDIT_RETENTION_DAYS,
     PROFILE_SEVERITY,
     TENANT_ROLES,
     GpuPoolSpec,
@@ -72,10 +69,11 @@ from infra.config import (
     project_dir,
     qualified_key,
 )
+from infra.guardrails import guardrails_args
 from infra.images import LockError, apply_lock, load_lock, lock_path
 from infra.inference import PlacedModel, charts_needed, plan_models, vllm_service_args
 from infra.observability.ilm import AUDIT_PREFIX, lifecycle_documents
-from policies.registry import policy_config, profile_pack_config
+from policies.registry import merge_pack_config, policy_config, profile_pack_config
 
 T = TypeVar("T")
 
@@ -382,6 +380,11 @@ def build_platform(spec: PlatformSpec) -> Platform:
     build_gateway(spec, platform, opts)
     build_observability(spec, platform, opts)
     build_logging(spec, platform, opts)
+    # In-cluster defence in depth: what Pod Security Admission does not cover, denied at admission.
+    guardrails = guardrails_args(spec)
+    if guardrails is not None:
+        with building("admission-guardrails", "privatellm:baseline:AdmissionGuardrails"):
+            AdmissionGuardrails("admission-guardrails", guardrails, opts=opts)
     return platform
 
 
@@ -391,13 +394,16 @@ GPU_OPERATOR_EXCEPTION = (
 )
 
 
-def gpu_operator_exemptions(spec: PlatformSpec) -> dict[str, str]:
-    """The documented exceptions to the restricted baseline, as policy config (namespace → reason)."""
+def documented_exceptions(spec: PlatformSpec) -> dict[str, str]:
+    """The documented exceptions to the restricted baseline, as policy config (namespace → reason): the stack
+    file's `policy.exceptions`, plus the built-in reasons of the GPU Operator and log shipper namespaces when the
+    stack runs them and does not state its own."""
     exemptions: dict[str, str] = {}
     if spec.node_pools and spec.gpu_operator.enabled:
         exemptions[spec.gpu_operator.namespace] = GPU_OPERATOR_EXCEPTION
     if spec.logging.enabled and spec.registry is not None:
         exemptions[LOG_SHIPPER_NAMESPACE] = LOG_SHIPPER_EXCEPTION
+    exemptions.update(spec.policy.exceptions)
     return exemptions
 
 
@@ -412,20 +418,17 @@ def stack_policy_config(spec: PlatformSpec) -> dict[str, Any]:
     immutable = immutable_repositories(spec)
     return policy_config(
         kubernetes_version=spec.cluster.kubernetes_version,
-        exempt_namespaces=gpu_operator_exemptions(spec),
+        exempt_namespaces=documented_exceptions(spec),
         allowed_registries=allowed,
         immutable_repositories=immutable,
         gateway_namespaces=[spec.namespaces.gateway.name] if spec.gateway is not None else [],
-        max_certificate_days=PROFILE_MAX_CERT_DAYS[spec.profile],
-        max_key_rotation_days=PROFILE_MAX_KEY_ROTATION_DAYS[spec.profile],
-        min_audit_retention_days=PROFILE_MIN_AUDIT_RETENTION_DAYS[spec.profile],
-        min_app_retention_days=PROFILE_MIN_APP_RETENTION_DAYS[spec.profile],
+        profile=spec.profile,
     )
 
 
 def stack_pack_config(spec: PlatformSpec) -> dict[str, Any]:
     """Per-policy config with the profile's enforcement levels: offline check and `--policy-pack-config` alike."""
-    return profile_pack_config(spec.profile, stack_policy_config(spec))
+    return merge_pack_config(profile_pack_config(spec.profile, stack_policy_config(spec)), spec.policy.overrides)
 
 
 def pool_args(spec: PlatformSpec, pool: GpuPoolSpec) -> GpuNodePoolArgs:
@@ -751,7 +754,7 @@ def build_gpu(spec: PlatformSpec, platform: Platform, opts: pulumi.ResourceOptio
             extra_labels={"privatellm.io/platform-role": "gpu-operator"},
         ),
         pod_security_level="privileged",
-        exception_reason=GPU_OPERATOR_EXCEPTION,
+        exception_reason=documented_exceptions(spec)[spec.gpu_operator.namespace],
         api_server_cidrs=list(spec.cluster.api_server_cidrs),
         api_server_ports=list(spec.cluster.api_server_ports),
         webhook_ports=[],
@@ -1144,7 +1147,7 @@ def build_logging(spec: PlatformSpec, platform: Platform, opts: pulumi.ResourceO
             extra_labels={"privatellm.io/platform-role": "log-shipper"},
         ),
         pod_security_level="privileged",
-        exception_reason=LOG_SHIPPER_EXCEPTION,
+        exception_reason=documented_exceptions(spec)[LOG_SHIPPER_NAMESPACE],
         api_server_cidrs=list(spec.cluster.api_server_cidrs),
         api_server_ports=list(spec.cluster.api_server_ports),
         egress_to_namespaces={ns: [9200]},

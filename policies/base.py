@@ -23,47 +23,55 @@ from pulumi_policy import (
     StackValidationPolicy,
 )
 
+from policies.profiles import DEFAULT_PROFILE, PROFILES
+
 DEFAULT_KUBERNETES_VERSION = "1.31"
 
 # Config keys every rule accepts (schema defaults are filled by the CLI only: rules always fall back themselves).
-COMMON_CONFIG = PolicyConfigSchema(
-    properties={
-        "kubernetesVersion": {
-            "type": "string",
-            "default": DEFAULT_KUBERNETES_VERSION,
-            "pattern": r"^1\.[0-9]+$",
-            "description": "Target Kubernetes minor version; version-gated checks follow Pod Security Admission.",
-        },
-        "allowedRegistries": {
-            "type": "array",
-            "items": {"type": "string"},
-            "default": [],
-            "description": "Registry hosts images may come from (the stack's own registry).",
-        },
-        "immutableRepositories": {
-            "type": "array",
-            "items": {"type": "string"},
-            "default": [],
-            "description": "Repository prefixes whose tags are immutable (Harbor projects with an immutability rule).",
-        },
-        "gatewayNamespaces": {
-            "type": "array",
-            "items": {"type": "string"},
-            "default": [],
-            "description": "Namespaces whose Services may be LoadBalancer or NodePort (the gateway's entry).",
-        },
-        "maxCertificateDays": {"type": "integer", "minimum": 1, "default": 90},
-        "maxKeyRotationDays": {"type": "integer", "minimum": 1, "default": 90},
-        "minAuditRetentionDays": {"type": "integer", "minimum": 1, "default": 365},
-        "minAppRetentionDays": {"type": "integer", "minimum": 1, "default": 30},
-        "exemptNamespaces": {
-            "type": "object",
-            "default": {},
-            "additionalProperties": {"type": "string", "minLength": 1},
-            "description": "Namespaces exempt from this rule, each with the documented reason (shown in reports).",
-        },
-    }
-)
+CONFIG_PROPERTIES: dict[str, dict[str, Any]] = {
+    "profile": {
+        "type": "string",
+        "enum": list(PROFILES),
+        "default": DEFAULT_PROFILE,
+        "description": "Compliance profile: its thresholds apply unless a threshold is set explicitly.",
+    },
+    "kubernetesVersion": {
+        "type": "string",
+        "default": DEFAULT_KUBERNETES_VERSION,
+        "pattern": r"^1\.[0-9]+$",
+        "description": "Target Kubernetes minor version; version-gated checks follow Pod Security Admission.",
+    },
+    "allowedRegistries": {
+        "type": "array",
+        "items": {"type": "string", "minLength": 1},
+        "default": [],
+        "description": "Registry hosts images may come from (the stack's own registry).",
+    },
+    "immutableRepositories": {
+        "type": "array",
+        "items": {"type": "string", "minLength": 1},
+        "default": [],
+        "description": "Repository prefixes whose tags are immutable (Harbor projects with an immutability rule).",
+    },
+    "gatewayNamespaces": {
+        "type": "array",
+        "items": {"type": "string", "minLength": 1},
+        "default": [],
+        "description": "Namespaces whose Services may be LoadBalancer or NodePort (the gateway's entry).",
+    },
+    # No schema default for thresholds: the engine would fill it in and hide the profile's value.
+    "maxCertificateDays": {"type": "integer", "minimum": 1, "description": "Longest certificate lifetime."},
+    "maxKeyRotationDays": {"type": "integer", "minimum": 1, "description": "Longest API-key rotation period."},
+    "minAuditRetentionDays": {"type": "integer", "minimum": 1, "description": "Shortest audit-log retention."},
+    "minAppRetentionDays": {"type": "integer", "minimum": 1, "description": "Shortest application-log retention."},
+    "exemptNamespaces": {
+        "type": "object",
+        "default": {},
+        "additionalProperties": {"type": "string", "pattern": r"\S.{9,}"},
+        "description": "Namespaces exempt from this rule, each with the documented reason (shown in reports).",
+    },
+}
+COMMON_CONFIG = PolicyConfigSchema(properties=CONFIG_PROPERTIES)
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,7 @@ from typing import Any
 from pulumi_policy import Severity
 
 from policies.base import Rule, Standard, get_path, nsa
+from policies.profiles import threshold
 from policies.tls import hipaa
 
 CONFIG_MAP = "kubernetes:core/v1:ConfigMap"
@@ -37,8 +38,8 @@ def log_retention(resource_type: str, props: Mapping[str, Any], config: Mapping[
     if not isinstance(data, Mapping):
         return []
     minimums = {
-        "privatellm-audit.policy.json": int(config.get("minAuditRetentionDays", 365)),
-        "privatellm-app.policy.json": int(config.get("minAppRetentionDays", 30)),
+        "privatellm-audit.policy.json": threshold(config, "minAuditRetentionDays"),
+        "privatellm-app.policy.json": threshold(config, "minAppRetentionDays"),
     }
     out = []
     for key, minimum in minimums.items():

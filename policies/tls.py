@@ -25,6 +25,7 @@ from policies.base import (
     pod_templates,
     where_prefix,
 )
+from policies.profiles import threshold
 from policies.supplychain import owasp
 
 GATEWAY_TYPES = (
@@ -136,7 +137,7 @@ def certificate_lifetime(resource_type: str, props: Mapping[str, Any], config: M
     assert isinstance(spec, Mapping)
     if spec.get("isCA"):
         return []
-    max_days = int(config.get("maxCertificateDays", 90))
+    max_days = threshold(config, "maxCertificateDays")
     duration = spec.get("duration")
     out = []
     if not isinstance(duration, str):
@@ -157,7 +158,7 @@ def certificate_lifetime(resource_type: str, props: Mapping[str, Any], config: M
 
 
 def key_rotation(resource_type: str, props: Mapping[str, Any], config: Mapping[str, Any]) -> list[str]:
-    max_days = int(config.get("maxKeyRotationDays", 90))
+    max_days = threshold(config, "maxKeyRotationDays")
     days = 0.0
     for field, factor in (
         ("rotationMinutes", 1 / 1440),

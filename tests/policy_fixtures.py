@@ -119,6 +119,7 @@ def violations(
     props: Mapping[str, Any],
     kubernetes_version: str = "1.31",
     exempt: dict[str, str] | None = None,
+    profile: str = "finance",
 ) -> list[str]:
     found: list[str] = []
     args = ResourceValidationArgs(
@@ -128,7 +129,7 @@ def violations(
         name="fixture",
         opts=PolicyResourceOptions(False, [], None, [], PolicyCustomTimeouts(0, 0, 0), [], None),
         provider=None,
-        config=policy_config(kubernetes_version, exempt),
+        config=policy_config(kubernetes_version, exempt, profile=profile),
     )
     rule.validate(args, lambda message, urn=None: found.append(message))
     return found

@@ -122,7 +122,7 @@ def test_every_namespace_is_secured(stack: str) -> None:
         assert gpu_ns.inputs["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "privileged"
         assert gpu_ns.inputs["metadata"]["annotations"]["privatellm.io/pod-security-exception"]
     if spec.logging.enabled and spec.registry is not None:
-        from infra.catalog import LOG_SHIPPER_NAMESPACE
+        from infra.config import LOG_SHIPPER_NAMESPACE
 
         # The second documented exception: the log shipper reads the node's log files.
         expected.add(LOG_SHIPPER_NAMESPACE)

@@ -1,0 +1,69 @@
+"""Compliance profiles: the thresholds and enforcement levels each one gives the pack.
+
+A profile is pack config (`profile` in every policy's config), so `pulumi preview --policy-pack policies` and the
+offline check apply the same numbers; an explicit threshold in the config wins over the profile's. The stack schema
+(infra/config.py) reads its limits from here too, so a stack file is refused for the same numbers the pack enforces.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from pulumi_policy import EnforcementLevel
+
+PROFILES: tuple[str, ...] = ("baseline", "finance", "healthcare", "government")
+DEFAULT_PROFILE = "baseline"
+
+# Per profile: longest certificate lifetime and API-key rotation period, shortest audit and application log
+# retention (days). Sources: PCI DSS 4.0 10.5.1 (audit logs kept 12 months), China MLPS level 3 (logs kept at least
+# 6 months), HIPAA 164.312(b) audit controls, NIST SP 800-57 (cryptoperiods), the NSA/CISA guidance on certificates.
+THRESHOLDS: dict[str, dict[str, int]] = {
+    "baseline": {
+        "maxCertificateDays": 365,
+        "maxKeyRotationDays": 365,
+        "minAuditRetentionDays": 30,
+        "minAppRetentionDays": 7,
+    },
+    "finance": {
+        "maxCertificateDays": 90,
+        "maxKeyRotationDays": 90,
+        "minAuditRetentionDays": 365,
+        "minAppRetentionDays": 30,
+    },
+    "healthcare": {
+        "maxCertificateDays": 180,
+        "maxKeyRotationDays": 180,
+        "minAuditRetentionDays": 180,
+        "minAppRetentionDays": 30,
+    },
+    "government": {
+        "maxCertificateDays": 90,
+        "maxKeyRotationDays": 90,
+        "minAuditRetentionDays": 365,
+        "minAppRetentionDays": 90,
+    },
+}
+THRESHOLD_KEYS = tuple(THRESHOLDS[DEFAULT_PROFILE])
+
+# Enforcement per profile: what the baseline profile only warns about (a developer's registry may not offer
+# immutable tags); every other profile enforces everything.
+LEVELS: dict[str, dict[str, EnforcementLevel]] = {
+    "baseline": {"images-pinned": EnforcementLevel.ADVISORY},
+    "finance": {},
+    "healthcare": {},
+    "government": {},
+}
+
+
+def profile_of(config: Mapping[str, Any]) -> str:
+    profile = config.get("profile", DEFAULT_PROFILE)
+    return profile if profile in THRESHOLDS else DEFAULT_PROFILE
+
+
+def threshold(config: Mapping[str, Any], key: str) -> int:
+    """The config's explicit value for `key`, else the profile's (validated config never reaches here wrong-typed)."""
+    value = config.get(key)
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    return THRESHOLDS[profile_of(config)][key]
