@@ -458,9 +458,11 @@ class LlmGateway(pulumi.ComponentResource):
                     },
                 }
             )
+        # Both routes: the model listing is rate-limited per tenant too (its token cost is zero: no usage metadata).
         spec: dict[str, Any] = {
             "targetRefs": [
-                {"group": "gateway.networking.k8s.io", "kind": "HTTPRoute", "name": f"{self.gateway_name}-models"}
+                {"group": "gateway.networking.k8s.io", "kind": "HTTPRoute", "name": f"{self.gateway_name}-{route}"}
+                for route in ("models", "list-models")
             ],
             "requestBuffer": {"limit": a.max_request_body},
         }
@@ -472,7 +474,7 @@ class LlmGateway(pulumi.ComponentResource):
             kind="BackendTrafficPolicy",
             metadata=self.meta(f"{self.gateway_name}-limits", "gateway"),
             spec=spec,
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[self.route]),
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[self.route, self.models_route]),
         )
 
     def tenant_keys_output(self) -> pulumi.Output[dict[str, dict[str, str]]]:

@@ -139,6 +139,25 @@ def data_volumes_retained(resource_type: str, props: Mapping[str, Any], config: 
     return _chart_volumes(props)
 
 
+def weights_verified(resource_type: str, props: Mapping[str, Any], config: Mapping[str, Any]) -> list[str]:
+    out = []
+    for template in pod_templates(resource_type, props):
+        servers = [label for label, c in containers(template.spec) if _is_vllm_server(c)]
+        if not servers:
+            continue
+        verifies = any(
+            "verify_weights" in " ".join(_arguments(c))
+            for c in template.spec.get("initContainers") or []
+            if isinstance(c, Mapping)
+        )
+        if not verifies:
+            out.append(
+                f"{where_prefix(template)}{servers[0]} starts without verifying its weights: no init container "
+                "checks every file's SHA-256 against the approved manifest"
+            )
+    return out
+
+
 INFERENCE_RULES: list[Rule] = [
     Rule(
         name="vllm-no-trust-remote-code",
@@ -187,6 +206,21 @@ INFERENCE_RULES: list[Rule] = [
         standards=(owasp("LLM10: Unbounded Consumption"),),
         remediation="Set max_model_len for the model in the stack file (the planner fills it in by default).",
         severity=Severity.MEDIUM,
+    ),
+    Rule(
+        name="model-weights-verified",
+        description=(
+            "A model server starts only after an init container has checked every weight file's SHA-256 against the "
+            "manifest approved for that model: a swapped or tampered file never serves a prompt."
+        ),
+        check=weights_verified,
+        resource_types=POD_TYPES,
+        standards=(owasp("LLM03: Supply Chain"), owasp("LLM04: Data and Model Poisoning")),
+        remediation=(
+            "Give the model an integrity manifest in the stack file (models[].integrity: manifest_file, sha256 or "
+            "configmap); `private-llm models manifest` writes one."
+        ),
+        severity=Severity.HIGH,
     ),
     Rule(
         name="data-volumes-retained",

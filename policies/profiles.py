@@ -47,9 +47,12 @@ THRESHOLDS: dict[str, dict[str, int]] = {
 THRESHOLD_KEYS = tuple(THRESHOLDS[DEFAULT_PROFILE])
 
 # Enforcement per profile: what the baseline profile only warns about (a developer's registry may not offer
-# immutable tags); every other profile enforces everything.
+# immutable tags, a developer's model may have no approved manifest yet); every other profile enforces everything.
 LEVELS: dict[str, dict[str, EnforcementLevel]] = {
-    "baseline": {"images-pinned": EnforcementLevel.ADVISORY},
+    "baseline": {
+        "images-pinned": EnforcementLevel.ADVISORY,
+        "model-weights-verified": EnforcementLevel.ADVISORY,
+    },
     "finance": {},
     "healthcare": {},
     "government": {},

@@ -10,6 +10,7 @@ from jsonschema import Draft7Validator
 from pulumi_policy import EnforcementLevel, Policy
 
 from policies.base import CONFIG_PROPERTIES, DEFAULT_KUBERNETES_VERSION, Rule, StackRule
+from policies.gateway import GATEWAY_STACK_RULES
 from policies.inference import INFERENCE_RULES, INFERENCE_STACK_RULES
 from policies.namespaces import NAMESPACE_RULES, STACK_RULES
 from policies.observability import OBSERVABILITY_RULES
@@ -31,7 +32,7 @@ RESOURCE_RULES: list[Rule] = [
     *WORKLOAD_RULES,
     *INFERENCE_RULES,
 ]
-ALL_STACK_RULES: list[StackRule] = [*STACK_RULES, *INFERENCE_STACK_RULES]
+ALL_STACK_RULES: list[StackRule] = [*STACK_RULES, *INFERENCE_STACK_RULES, *GATEWAY_STACK_RULES]
 ALL_POLICIES: list[Policy] = [*RESOURCE_RULES, *ALL_STACK_RULES]
 
 

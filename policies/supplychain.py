@@ -93,6 +93,28 @@ def release_check(resource_type: str, props: Mapping[str, Any], config: Mapping[
     ]
 
 
+HARBOR_PROJECT = "harbor:index/project:Project"
+SEVERITIES = ("none", "low", "medium", "high", "critical")
+
+
+def registry_project(resource_type: str, props: Mapping[str, Any], config: Mapping[str, Any]) -> list[str]:
+    name = props.get("name")
+    out = []
+    if props.get("vulnerabilityScanning") is not True:
+        out.append(f"project {name!r} does not scan images on push (vulnerabilityScanning)")
+    if props.get("deploymentSecurity") not in SEVERITIES[1:]:
+        out.append(
+            f"project {name!r} lets images with any known vulnerability be pulled (deploymentSecurity "
+            f"{props.get('deploymentSecurity')!r}); block from a severity up"
+        )
+    # A proxy cache mirrors upstream artifacts, which carry no signature of the site: cosign cannot be required.
+    if props.get("registryId") is None and props.get("enableContentTrustCosign") is not True:
+        out.append(f"project {name!r} does not require cosign signatures (enableContentTrustCosign)")
+    if props.get("public") is True:
+        out.append(f"project {name!r} is public: anyone reaching Harbor can pull")
+    return out
+
+
 SUPPLY_CHAIN_RULES: list[Rule] = [
     Rule(
         name="images-from-internal-registry",
@@ -137,6 +159,21 @@ SUPPLY_CHAIN_RULES: list[Rule] = [
         resource_types=["kubernetes:helm.sh/v3:Release"],
         standards=(owasp("LLM03: Supply Chain"),),
         remediation="Replace the Release with kubernetes.helm.v4.Chart.",
+        severity=Severity.HIGH,
+    ),
+    Rule(
+        name="registry-project-controls",
+        description=(
+            "Every Harbor project the platform manages is private, scans on push, refuses to serve images above the "
+            "profile's vulnerability severity and (unless it is a proxy cache) requires cosign signatures."
+        ),
+        check=registry_project,
+        resource_types=[HARBOR_PROJECT],
+        standards=(cis("5.5.1"), owasp("LLM03: Supply Chain"), nsa("Image security: scanning and signing")),
+        remediation=(
+            "Create projects through the platform's Harbor component (registry.harbor in the stack file): it sets "
+            "scanning, deployment security, cosign and privacy."
+        ),
         severity=Severity.HIGH,
     ),
 ]

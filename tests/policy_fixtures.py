@@ -70,6 +70,9 @@ def vllm_template() -> dict[str, Any]:
     server["env"] = [{"name": "VLLM_NO_USAGE_STATS", "value": "1"}, {"name": "DO_NOT_TRACK", "value": "1"}]
     server["resources"]["requests"]["nvidia.com/gpu"] = "1"
     server["resources"]["limits"]["nvidia.com/gpu"] = "1"
+    verify = t["spec"]["initContainers"][0]
+    verify["name"] = "verify-weights"
+    verify["command"] = ["python3", "/scripts/verify_weights.py", "/models/llama", "/integrity/sha256sums"]
     return t
 
 

@@ -327,6 +327,20 @@ MUTATIONS: list[Mutation] = [
         lambda r: is_vllm_workload(r) and "--headless" not in vllm_container(r.inputs)["args"],
         server(lambda c: drop_flag(c, "--max-model-len")),
     ),
+    Mutation(
+        "model-weights-verified",
+        "weights not verified",
+        is_vllm_workload,
+        pod(
+            lambda p: p.update(initContainers=[c for c in p.get("initContainers", []) if c["name"] != "verify-weights"])
+        ),
+    ),
+    Mutation(
+        "registry-project-controls",
+        "no scan on push",
+        lambda r: r.type == "harbor:index/project:Project",
+        lambda props: props.update(vulnerabilityScanning=False),
+    ),
     # Data, namespaces, exposure, TLS, observability
     Mutation(
         "data-volumes-retained",
@@ -412,6 +426,8 @@ STACK_MUTATIONS: dict[str, Callable[[RecordedResource], bool]] = {
     "namespace-default-deny": is_default_deny,
     "namespace-quota": lambda r: r.kind == "ResourceQuota",
     "pdb-per-serving-workload": lambda r: r.kind == "PodDisruptionBudget",
+    "gateway-authentication": lambda r: r.kind == "SecurityPolicy",
+    "gateway-rate-limits": lambda r: r.kind == "BackendTrafficPolicy",
 }
 
 

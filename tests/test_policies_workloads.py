@@ -207,6 +207,27 @@ CASES: list[tuple[str, str, Base, Callable[[dict[str, Any]], Any], bool]] = [
         True,
     ),
     (
+        "model-weights-verified",
+        "no verifying init container",
+        vllm_template,
+        lambda t: t["spec"].pop("initContainers"),
+        True,
+    ),
+    (
+        "model-weights-verified",
+        "an init container that verifies nothing",
+        vllm_template,
+        lambda t: init(t).update(command=["sh", "-c", "true"]),
+        True,
+    ),
+    (
+        "model-weights-verified",
+        "not a model server",
+        good_template,
+        lambda t: t["spec"].pop("initContainers"),
+        False,
+    ),
+    (
         "vllm-max-model-len",
         "no --max-model-len",
         vllm_template,
