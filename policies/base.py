@@ -7,9 +7,9 @@ offline `private-llm check`.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeGuard
 
 from pulumi_policy import (
     EnforcementLevel,
@@ -234,6 +234,11 @@ POD_TEMPLATE_PATHS: dict[str, tuple[tuple[str, ...], ...]] = {
 POD_TYPES = frozenset(POD_TEMPLATE_PATHS)
 
 
+def is_list(value: Any) -> TypeGuard[Sequence[Any]]:
+    """A JSON array: a list offline, pulumi_policy's `_ListProxy` (a Sequence, not a list) under the engine."""
+    return isinstance(value, Sequence) and not isinstance(value, str | bytes)
+
+
 def get_path(obj: Any, path: Iterable[str]) -> Any:
     for key in path:
         if not isinstance(obj, Mapping):
@@ -278,7 +283,7 @@ def containers(spec: Mapping[str, Any]) -> Iterator[tuple[str, Mapping[str, Any]
     """(label, container) for every container, init container and ephemeral container of a pod spec."""
     for field in CONTAINER_FIELDS:
         items = spec.get(field) or []
-        if not isinstance(items, list):
+        if not is_list(items):
             continue
         for item in items:
             if isinstance(item, Mapping):

@@ -48,7 +48,7 @@ def _vllm_servers(resource_type: str, props: Mapping[str, Any]) -> Iterator[tupl
 
 
 def _arguments(c: Mapping[str, Any]) -> list[str]:
-    return [str(x) for x in (c.get("command") or []) + (c.get("args") or [])]
+    return [str(x) for x in [*(c.get("command") or []), *(c.get("args") or [])]]
 
 
 def trust_remote_code(resource_type: str, props: Mapping[str, Any], config: Mapping[str, Any]) -> list[str]:

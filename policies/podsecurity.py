@@ -19,6 +19,7 @@ from policies.base import (
     Standard,
     cis,
     containers,
+    is_list,
     minor_of,
     nsa,
     pod_templates,
@@ -171,7 +172,7 @@ def privileged(t: PodTemplate, _minor: int) -> list[str]:
 def _added_capabilities(c: Mapping[str, Any]) -> list[str]:
     caps = _sc(c).get("capabilities")
     added = caps.get("add") if isinstance(caps, Mapping) else None
-    return [str(a) for a in added] if isinstance(added, list) else []
+    return [str(a) for a in added] if is_list(added) else []
 
 
 def capabilities_baseline(t: PodTemplate, _minor: int) -> list[str]:
@@ -416,7 +417,7 @@ def capabilities_restricted(t: PodTemplate, _minor: int) -> list[str]:
     for label, c in containers(t.spec):
         caps = _sc(c).get("capabilities")
         drop = caps.get("drop") if isinstance(caps, Mapping) else None
-        if not isinstance(drop, list) or "ALL" not in drop:
+        if not is_list(drop) or "ALL" not in drop:
             out.append(f"{label} must drop ALL capabilities (securityContext.capabilities.drop: [ALL])")
         bad = sorted(a for a in _added_capabilities(c) if a not in RESTRICTED_ADD_CAPABILITIES)
         if bad:

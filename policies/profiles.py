@@ -65,8 +65,9 @@ def profile_of(config: Mapping[str, Any]) -> str:
 
 
 def threshold(config: Mapping[str, Any], key: str) -> int:
-    """The config's explicit value for `key`, else the profile's (validated config never reaches here wrong-typed)."""
+    """The config's explicit value for `key`, else the profile's (validated config never reaches here wrong-typed).
+    The engine hands config numbers over as protobuf doubles (90.0)."""
     value = config.get(key)
-    if isinstance(value, int) and not isinstance(value, bool):
-        return value
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return int(value)
     return THRESHOLDS[profile_of(config)][key]

@@ -90,7 +90,7 @@ def vllm_mtls(resource_type: str, props: Mapping[str, Any], config: Mapping[str,
         for label, c in containers(template.spec):
             if not _is_vllm_server(c):
                 continue
-            args = [str(x) for x in (c.get("command") or []) + (c.get("args") or [])]
+            args = [str(x) for x in [*(c.get("command") or []), *(c.get("args") or [])]]
             if "--headless" in args:
                 continue  # multi-node workers serve no API
             problems = [f for f in ("--ssl-certfile", "--ssl-keyfile", "--ssl-ca-certs") if _flag(args, f) is None]

@@ -157,13 +157,14 @@ def high_uid(resource_type: str, props: Mapping[str, Any], config: Mapping[str, 
     for template in pod_templates(resource_type, props):
         for label, c in containers(template.spec):
             uid = _effective(template.spec, c, "runAsUser")
-            if not isinstance(uid, int):
+            # a number: offline an int, under the engine a protobuf double (10001.0)
+            if not isinstance(uid, int | float) or isinstance(uid, bool):
                 out.append(
                     f"{where_prefix(template)}{label} has no runAsUser: the image's user is not an explicit choice"
                 )
             elif uid < MIN_UID:
                 out.append(
-                    f"{where_prefix(template)}{label} runs as UID {uid}; use {MIN_UID} or above so that no container "
+                    f"{where_prefix(template)}{label} runs as UID {uid:g}; use {MIN_UID} or above so that no container "
                     "user overlaps a host account"
                 )
     return out
