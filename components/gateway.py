@@ -7,18 +7,21 @@
   request buffer limit;
 - per model: an Envoy Gateway Backend (the vLLM Service), a BackendTLSPolicy (platform CA, service hostname) and an
   AIServiceBackend (OpenAI schema); one AIGatewayRoute routing by model name, recording token usage;
-- per tenant: two API keys (pulumi_random) in staggered rotation slots (pulumiverse-time), so that after each
-  rotation the previous key keeps working for one rotation period; a SecurityPolicy accepting inference keys on the
-  model route and every key (guests included) on a `/v1/models` route; per-tenant request and token limits
-  (BackendTrafficPolicy, global limits in Redis) and a request body cap;
+- per tenant: two API keys (pulumi_random) in staggered rotation windows scheduled with pulumiverse-time: each
+  key lives one rotation period, the two slots start their windows half a period apart, so a new key appears every
+  half period and the previous one keeps working for the other half (the overlap); a SecurityPolicy accepting
+  inference keys on the model route and every key (guests included) on a `/v1/models` route; per-tenant request
+  and token limits (BackendTrafficPolicy, global limits in Redis) and a request body cap;
 - with the monitoring stack: a PodMonitor scraping the proxies (Envoy statistics and AI Gateway GenAI metrics).
 """
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 import pulumi
@@ -30,6 +33,8 @@ from components.labels import standard_labels
 
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 TENANT_HEADER = "x-privatellm-tenant"
+API_KEY_PURPOSE = "gateway-api-key"
+"""The `purpose` keeper of tenant API keys: the key-rotation-period policy finds them by it."""
 MODEL_HEADER = "x-ai-eg-model"
 TOKEN_METADATA = "io.envoy.ai_gateway"
 SLOTS = ("a", "b")
@@ -81,6 +86,10 @@ class LlmGatewayArgs:
     models: Sequence[GatewayModel]
     tenants: Sequence[GatewayTenant]
     rotation_days: int
+    key_epoch: datetime = datetime(2026, 1, 1, tzinfo=UTC)
+    """Where the rotation windows are counted from; moving it rotates every key at the next `pulumi up`."""
+    now: datetime | None = None
+    """The clock the windows are read against (None: the time `pulumi up` runs; tests pin it)."""
     service_type: Literal["LoadBalancer", "NodePort", "ClusterIP"] = "LoadBalancer"
     source_ranges: Sequence[str] = ()
     max_request_body: str = "1Mi"
@@ -97,12 +106,31 @@ class LlmGatewayArgs:
             raise ValueError("models is empty: the gateway routes to at least one model")
         if self.rotation_days < 2:
             raise ValueError("rotation_days must be at least 2 (a new key every half period)")
+        if self.key_epoch.tzinfo is None or (self.now is not None and self.now.tzinfo is None):
+            raise ValueError("key_epoch and now must be timezone-aware (UTC)")
         names = [t.name for t in self.tenants]
         if len(set(names)) != len(names):
             raise ValueError(f"tenant names repeat: {names}")
         for key, value in self.extra_log_fields.items():
             if "BODY" in value.upper():
                 raise ValueError(f"extra_log_fields[{key!r}]: request and response bodies never enter the audit log")
+
+
+def clock() -> datetime:
+    """The time the program runs (tests replace it)."""
+    return datetime.now(UTC)
+
+
+def key_windows(epoch: datetime, rotation_days: int, now: datetime) -> dict[str, datetime]:
+    """Start of the current window of each key slot. Windows last `rotation_days`; slot `a` starts one at every
+    even half period after `epoch`, slot `b` at every odd one, so a new key appears each half period and the one
+    before it stays valid for the other half."""
+    half = timedelta(days=rotation_days) / 2
+    index = math.floor((now - epoch) / half)
+    return {
+        "a": epoch + half * (index - index % 2),
+        "b": epoch + half * (index - (index - 1) % 2),
+    }
 
 
 def bearer(key: str) -> str:
@@ -340,18 +368,26 @@ class LlmGateway(pulumi.ComponentResource):
     # --------------------------------------------------------------------------------------------------- keys
 
     def _tenant_keys(self, name: str, child: pulumi.ResourceOptions) -> dict[str, dict[str, random.RandomPassword]]:
-        """Two key slots per tenant, each key living one rotation period, the slots offset by half a period: a new
-        key appears every half period and the previous one keeps working for the other half (the overlap)."""
+        """Two keys per tenant, one per slot. Each slot has a pulumiverse-time Rotating whose base timestamp is the
+        start of the slot's current window (read from the clock when the program runs, see `key_windows`) and whose
+        period is the rotation period; a key is kept by its slot's Rotating id and window. When a window ends, the
+        next `pulumi up` moves that slot's base to the new window: the Rotating is replaced, and with it the key,
+        while the other slot's key, half way through its window, keeps working.
+
+        (A Rotating with a fixed base cannot do this: once expired it is recreated from the same base, so it stays
+        expired and its id, the base timestamp, never changes.)"""
         a = self.args
-        epoch = time.Static(f"{name}-key-epoch", opts=child)
-        offset = time.Offset(
-            f"{name}-key-offset", base_rfc3339=epoch.rfc3339, offset_hours=a.rotation_days * 12, opts=child
-        )
-        slots = {
-            "a": time.Rotating(f"{name}-key-slot-a", rfc3339=epoch.rfc3339, rotation_days=a.rotation_days, opts=child),
-            "b": time.Rotating(f"{name}-key-slot-b", rfc3339=offset.rfc3339, rotation_days=a.rotation_days, opts=child),
+        windows = key_windows(a.key_epoch, a.rotation_days, a.now or clock())
+        self.windows = windows
+        self.slots = {
+            slot: time.Rotating(
+                f"{name}-key-slot-{slot}",
+                rfc3339=start.strftime("%Y-%m-%dT%H:%M:%SZ"),
+                rotation_days=a.rotation_days,
+                opts=child,
+            )
+            for slot, start in windows.items()
         }
-        self.slots = slots
         keys: dict[str, dict[str, random.RandomPassword]] = {}
         for tenant in a.tenants:
             keys[tenant.name] = {
@@ -359,10 +395,15 @@ class LlmGateway(pulumi.ComponentResource):
                     f"{name}-key-{tenant.name}-{slot}",
                     length=48,
                     special=False,
-                    keepers={"rotation": rotating.id},
+                    keepers={
+                        "purpose": API_KEY_PURPOSE,
+                        "rotation": rotating.id,
+                        "window": windows[slot].strftime("%Y-%m-%dT%H:%M:%SZ"),
+                        "rotationDays": str(a.rotation_days),
+                    },
                     opts=child,
                 )
-                for slot, rotating in slots.items()
+                for slot, rotating in self.slots.items()
             }
         return keys
 

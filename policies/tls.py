@@ -37,6 +37,7 @@ SERVICE = "kubernetes:core/v1:Service"
 ENVOY_PROXY = "kubernetes:gateway.envoyproxy.io/v1alpha1:EnvoyProxy"
 CERTIFICATE = "kubernetes:cert-manager.io/v1:Certificate"
 ROTATING = "time:index/rotating:Rotating"
+RANDOM_PASSWORD = "random:index/randomPassword:RandomPassword"
 
 
 def hipaa(section: str) -> Standard:
@@ -157,8 +158,26 @@ def certificate_lifetime(resource_type: str, props: Mapping[str, Any], config: M
     return out
 
 
+API_KEY_PURPOSE = "gateway-api-key"
+"""The `purpose` keeper the gateway puts on tenant API keys (random.RandomPassword)."""
+
+
 def key_rotation(resource_type: str, props: Mapping[str, Any], config: Mapping[str, Any]) -> list[str]:
     max_days = threshold(config, "maxKeyRotationDays")
+    if resource_type == RANDOM_PASSWORD:
+        keepers = props.get("keepers") if isinstance(props.get("keepers"), Mapping) else {}
+        assert isinstance(keepers, Mapping)
+        if keepers.get("purpose") != API_KEY_PURPOSE:
+            return []
+        try:
+            period = float(str(keepers.get("rotationDays")))
+        except ValueError:
+            return ["API key has no rotation period: its keepers must name rotationDays and the current window"]
+        if not keepers.get("window"):
+            return ["API key has no rotation window in its keepers: it would never be replaced"]
+        if period > max_days:
+            return [f"API keys rotate every {period:g} days; the profile allows at most {max_days}"]
+        return []
     days = 0.0
     for field, factor in (
         ("rotationMinutes", 1 / 1440),
@@ -236,9 +255,12 @@ TLS_RULES: list[Rule] = [
     ),
     Rule(
         name="key-rotation-period",
-        description="API keys rotate at least as often as the profile requires.",
+        description=(
+            "Tenant API keys rotate at least as often as the profile requires (random.RandomPassword keepers naming "
+            "the rotation window, or a pulumiverse-time Rotating)."
+        ),
         check=key_rotation,
-        resource_types=[ROTATING],
+        resource_types=[ROTATING, RANDOM_PASSWORD],
         standards=(owasp("LLM02: Sensitive Information Disclosure"),),
         remediation="Lower gateway.key_rotation_days to the profile's maximum.",
         severity=Severity.MEDIUM,

@@ -387,8 +387,20 @@ MUTATIONS: list[Mutation] = [
     Mutation(
         "key-rotation-period",
         "keys for 1000 days",
-        lambda r: r.type == "time:index/rotating:Rotating",
-        lambda props: props.update(rotationDays=1000),
+        lambda r: (
+            r.type == "random:index/randomPassword:RandomPassword"
+            and r.inputs.get("keepers", {}).get("purpose") == "gateway-api-key"
+        ),
+        lambda props: props["keepers"].update(rotationDays="1000"),
+    ),
+    Mutation(
+        "key-rotation-period",
+        "keys without a window",
+        lambda r: (
+            r.type == "random:index/randomPassword:RandomPassword"
+            and r.inputs.get("keepers", {}).get("purpose") == "gateway-api-key"
+        ),
+        lambda props: props["keepers"].pop("window"),
     ),
     Mutation("log-retention", "audit kept a day", is_ilm_config, set_audit_retention),
     Mutation(

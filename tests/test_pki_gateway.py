@@ -13,6 +13,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from components.gateway import API_KEY_PURPOSE, key_windows
 from infra.config import StackConfigError, parse_platform
 from infra.offline import Recording, config_from_mapping, load_stack_config, run_program
 from tests.conftest import ROOT
@@ -216,15 +217,17 @@ def test_gateway_objects() -> None:
 
 def test_tenant_keys_rotate_in_overlapping_slots_and_guests_only_list() -> None:
     rec = render(platform())
-    rotating = {r.name: r.inputs for r in rec.resources if r.type == "time:index/rotating:Rotating"}
-    assert {v["rotationDays"] for v in rotating.values()} == {30}
-    [offset] = [r.inputs for r in rec.resources if r.type == "time:index/offset:Offset"]
-    assert offset["offsetHours"] == 30 * 12
     passwords = [
         r for r in rec.resources if r.type == "random:index/randomPassword:RandomPassword" and "-key-" in r.name
     ]
     assert len(passwords) == 4  # two tenants x two slots
-    assert all(p.inputs["length"] == 48 and "rotation" in p.inputs["keepers"] for p in passwords)
+    assert all(p.inputs["length"] == 48 for p in passwords)
+    keepers = {p.name.rsplit("-", 1)[-1]: p.inputs["keepers"] for p in passwords}
+    assert {k["purpose"] for k in keepers.values()} == {API_KEY_PURPOSE}
+    assert {k["rotationDays"] for k in keepers.values()} == {"30"}
+    # the two slots' windows start half a period apart
+    starts = sorted(datetime.datetime.fromisoformat(k["window"]) for k in keepers.values())
+    assert starts[-1] - starts[0] == datetime.timedelta(days=15)
     secrets = {
         s.object_name: s for s in rec.kubernetes_objects() if s.kind == "Secret" and s.namespace == "llm-gateway"
     }
@@ -288,3 +291,61 @@ def test_max_tokens_cap_reaches_every_model_server() -> None:
     for d in servers:
         args = d.inputs["spec"]["template"]["spec"]["containers"][0]["args"]
         assert args[args.index("--override-generation-config") + 1] == '{"max_new_tokens": 1024}'
+
+
+EPOCH = datetime.datetime(2026, 1, 1, tzinfo=datetime.UTC)
+
+
+@pytest.mark.parametrize(
+    ("days_after_epoch", "a", "b"),
+    [
+        (0, 0, -15),  # at the epoch slot a starts; b is half way through the window before
+        (14.9, 0, -15),
+        (15, 0, 15),  # half a period later: b gets a new key, a's key keeps working
+        (29.9, 0, 15),
+        (30, 30, 15),  # a full period: a rotates, b's key (15 days old) keeps working
+        (45, 30, 45),
+        (-1, -30, -15),
+    ],
+)
+def test_key_windows_stagger_by_half_a_period(days_after_epoch: float, a: int, b: int) -> None:
+    windows = key_windows(EPOCH, 30, EPOCH + datetime.timedelta(days=days_after_epoch))
+    assert windows == {"a": EPOCH + datetime.timedelta(days=a), "b": EPOCH + datetime.timedelta(days=b)}
+
+
+def test_keys_are_replaced_when_their_window_ends_and_only_then() -> None:
+    """Across 60 days of daily `pulumi up` runs, every key changes exactly when its window ends, at most one slot
+    changes on a given day, and some key stays valid throughout."""
+    previous = key_windows(EPOCH, 30, EPOCH)
+    changes = []
+    for day in range(1, 61):
+        now = EPOCH + datetime.timedelta(days=day)
+        current = key_windows(EPOCH, 30, now)
+        changed = [slot for slot in "ab" if current[slot] != previous[slot]]
+        assert len(changed) <= 1
+        for slot in changed:
+            assert current[slot] == now  # a new window starts the day the old one ends
+        changes += [(day, slot) for slot in changed]
+        assert all(
+            now - start < datetime.timedelta(days=30) for start in current.values()
+        )  # no key outlives its period
+        previous = current
+    assert changes == [(15, "b"), (30, "a"), (45, "b"), (60, "a")]
+
+
+def test_keepers_follow_the_clock(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("components.gateway.clock", lambda: EPOCH + datetime.timedelta(days=1))
+    early = render(platform())
+    monkeypatch.setattr("components.gateway.clock", lambda: EPOCH + datetime.timedelta(days=16))
+    later = render(platform())
+
+    def keepers(rec: Recording) -> dict[str, str]:
+        return {
+            r.name: r.inputs["keepers"]["window"]
+            for r in rec.resources
+            if r.type == "random:index/randomPassword:RandomPassword" and "-key-" in r.name
+        }
+
+    before, after = keepers(early), keepers(later)
+    changed = {name for name in before if before[name] != after[name]}
+    assert changed and all(name.endswith("-b") for name in changed)  # day 15: only slot b rotated

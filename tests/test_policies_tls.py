@@ -150,3 +150,33 @@ def test_go_durations() -> None:
 )
 def test_key_rotation_period(props: dict[str, Any], fails: bool) -> None:
     assert bool(violations(RULES["key-rotation-period"], "time:index/rotating:Rotating", props)) == fails
+
+
+def api_key(**keepers: str) -> dict[str, Any]:
+    return {"length": 48, "keepers": {"purpose": "gateway-api-key", "window": "2026-01-01T00:00:00Z", **keepers}}
+
+
+@pytest.mark.parametrize(
+    ("props", "expected"),
+    [
+        (api_key(rotationDays="30"), None),
+        (api_key(rotationDays="365"), "API keys rotate every 365 days; the profile allows at most 90"),
+        (api_key(), "API key has no rotation period"),
+        ({"keepers": {"purpose": "gateway-api-key", "rotationDays": "30"}}, "no rotation window"),
+        ({"length": 32, "keepers": {"purpose": "db-password"}}, None),  # not an API key: another rule's business
+        ({"length": 32}, None),
+    ],
+)
+def test_key_rotation_on_api_keys(props: dict[str, Any], expected: str | None) -> None:
+    found = violations(RULES["key-rotation-period"], "random:index/randomPassword:RandomPassword", props)
+    if expected is None:
+        assert found == []
+    else:
+        assert len(found) == 1 and expected in found[0]
+
+
+def test_the_gateway_marks_keys_the_way_the_rule_reads_them() -> None:
+    from components.gateway import API_KEY_PURPOSE
+    from policies.tls import API_KEY_PURPOSE as RULE_PURPOSE
+
+    assert API_KEY_PURPOSE == RULE_PURPOSE
