@@ -12,7 +12,7 @@ CRD_FLAG := $(if $(CRDS),--crd-schemas $(CRDS),)
 CHECKOV_VENV := .venv-checkov
 CHECKOV_VERSION := 3.3.30
 
-.PHONY: install demo render check test lint format clean system-deps scanner-deps
+.PHONY: install demo render check test lint format clean system-deps scanner-deps bench
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -51,6 +51,10 @@ $(CHECKOV_VENV)/.installed:
 	touch $@
 
 scanner-deps: $(CHECKOV_VENV)/.installed
+
+## bench: offline render/check timings and memory per stack and for 1-100 generated models → docs/benchmarks.md
+bench: install
+	$(BIN)/python -m infra.bench --out docs/benchmarks.md
 
 ## lint: ruff and mypy over the code we ship
 lint: install
