@@ -33,6 +33,8 @@ from components.labels import standard_labels
 
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 TENANT_HEADER = "x-privatellm-tenant"
+RULES_PER_ROUTE = 15
+"""An AIGatewayRoute holds at most 15 rules (`spec.rules` maxItems in the v1beta1 CRD): one rule per model."""
 API_KEY_PURPOSE = "gateway-api-key"
 """The `purpose` keeper of tenant API keys: the key-rotation-period policy finds them by it."""
 MODEL_HEADER = "x-ai-eg-model"
@@ -208,7 +210,8 @@ class LlmGateway(pulumi.ComponentResource):
             opts=pulumi.ResourceOptions(parent=self, depends_on=[self.gateway]),
         )
         self.backends = [self._backend(name, m) for m in a.models]
-        self.route = self._ai_route(name)
+        self.routes = self._ai_routes(name)
+        self.route = self.routes[0]
         self.models_route = self._models_route(name)
         self.keys = self._tenant_keys(name, child)
         self.security = self._security(name)
@@ -317,31 +320,46 @@ class LlmGateway(pulumi.ComponentResource):
         )
         return backend
 
-    def _ai_route(self, name: str) -> k8s.apiextensions.CustomResource:
+    @property
+    def model_route_names(self) -> list[str]:
+        """The AIGatewayRoutes (and the HTTPRoutes AI Gateway generates with the same names): one per
+        RULES_PER_ROUTE models, the first keeps the plain `<gateway>-models` name."""
+        count = max(1, math.ceil(len(self.args.models) / RULES_PER_ROUTE))
+        return [f"{self.gateway_name}-models" + (f"-{i + 1}" if i else "") for i in range(count)]
+
+    def _ai_routes(self, name: str) -> list[k8s.apiextensions.CustomResource]:
         a = self.args
-        return k8s.apiextensions.CustomResource(
-            f"{name}-route",
-            api_version="aigateway.envoyproxy.io/v1beta1",
-            kind="AIGatewayRoute",
-            metadata=self.meta(f"{self.gateway_name}-models", "gateway"),
-            spec={
-                "parentRefs": [{"name": self.gateway_name, "kind": "Gateway", "group": "gateway.networking.k8s.io"}],
-                "rules": [
-                    {
-                        "name": m.service,
-                        "matches": [{"headers": [{"type": "Exact", "name": MODEL_HEADER, "value": m.name}]}],
-                        "backendRefs": [{"name": m.service}],
-                    }
-                    for m in a.models
-                ],
-                "llmRequestCosts": [
-                    {"metadataKey": "llm_input_token", "type": "InputToken"},
-                    {"metadataKey": "llm_output_token", "type": "OutputToken"},
-                    {"metadataKey": "llm_total_token", "type": "TotalToken"},
-                ],
-            },
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[self.gateway, *self.backends]),
-        )
+        routes = []
+        for i, route_name in enumerate(self.model_route_names):
+            models = a.models[i * RULES_PER_ROUTE : (i + 1) * RULES_PER_ROUTE]
+            routes.append(
+                k8s.apiextensions.CustomResource(
+                    f"{name}-route" + (f"-{i + 1}" if i else ""),
+                    api_version="aigateway.envoyproxy.io/v1beta1",
+                    kind="AIGatewayRoute",
+                    metadata=self.meta(route_name, "gateway"),
+                    spec={
+                        "parentRefs": [
+                            {"name": self.gateway_name, "kind": "Gateway", "group": "gateway.networking.k8s.io"}
+                        ],
+                        "rules": [
+                            {
+                                "name": m.service,
+                                "matches": [{"headers": [{"type": "Exact", "name": MODEL_HEADER, "value": m.name}]}],
+                                "backendRefs": [{"name": m.service}],
+                            }
+                            for m in models
+                        ],
+                        "llmRequestCosts": [
+                            {"metadataKey": "llm_input_token", "type": "InputToken"},
+                            {"metadataKey": "llm_output_token", "type": "OutputToken"},
+                            {"metadataKey": "llm_total_token", "type": "TotalToken"},
+                        ],
+                    },
+                    opts=pulumi.ResourceOptions(parent=self, depends_on=[self.gateway, *self.backends]),
+                )
+            )
+        return routes
 
     def _models_route(self, name: str) -> k8s.apiextensions.CustomResource:
         """GET /v1/models only: the one thing a guest tenant's key opens (served by the first model's vLLM)."""
@@ -433,17 +451,9 @@ class LlmGateway(pulumi.ComponentResource):
             "all": self._key_secret("tenant-all-keys", list(a.tenants)),
         }
         policies = []
-        for label, target, secret in (
-            (
-                "inference",
-                {"group": "gateway.networking.k8s.io", "kind": "HTTPRoute", "name": f"{self.gateway_name}-models"},
-                "inference",
-            ),
-            (
-                "list-models",
-                {"group": "gateway.networking.k8s.io", "kind": "HTTPRoute", "name": f"{self.gateway_name}-list-models"},
-                "all",
-            ),
+        for label, targets, secret in (
+            ("inference", self.model_route_names, "inference"),
+            ("list-models", [f"{self.gateway_name}-list-models"], "all"),
         ):
             policies.append(
                 k8s.apiextensions.CustomResource(
@@ -452,7 +462,9 @@ class LlmGateway(pulumi.ComponentResource):
                     kind="SecurityPolicy",
                     metadata=self.meta(f"{self.gateway_name}-{label}-auth", "gateway"),
                     spec={
-                        "targetRefs": [target],
+                        "targetRefs": [
+                            {"group": "gateway.networking.k8s.io", "kind": "HTTPRoute", "name": t} for t in targets
+                        ],
                         "apiKeyAuth": {
                             "credentialRefs": [{"kind": "Secret", "name": secrets[secret].metadata.name}],
                             "extractFrom": [{"headers": ["authorization"]}],
@@ -461,7 +473,7 @@ class LlmGateway(pulumi.ComponentResource):
                         },
                     },
                     opts=pulumi.ResourceOptions(
-                        parent=self, depends_on=[secrets[secret], self.route, self.models_route]
+                        parent=self, depends_on=[secrets[secret], *self.routes, self.models_route]
                     ),
                 )
             )
@@ -502,8 +514,8 @@ class LlmGateway(pulumi.ComponentResource):
         # Both routes: the model listing is rate-limited per tenant too (its token cost is zero: no usage metadata).
         spec: dict[str, Any] = {
             "targetRefs": [
-                {"group": "gateway.networking.k8s.io", "kind": "HTTPRoute", "name": f"{self.gateway_name}-{route}"}
-                for route in ("models", "list-models")
+                {"group": "gateway.networking.k8s.io", "kind": "HTTPRoute", "name": route}
+                for route in [*self.model_route_names, f"{self.gateway_name}-list-models"]
             ],
             "requestBuffer": {"limit": a.max_request_body},
         }
@@ -515,7 +527,7 @@ class LlmGateway(pulumi.ComponentResource):
             kind="BackendTrafficPolicy",
             metadata=self.meta(f"{self.gateway_name}-limits", "gateway"),
             spec=spec,
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[self.route, self.models_route]),
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[*self.routes, self.models_route]),
         )
 
     def tenant_keys_output(self) -> pulumi.Output[dict[str, dict[str, str]]]:

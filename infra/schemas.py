@@ -15,8 +15,9 @@ from pathlib import Path
 from typing import Any
 
 import jsonschema
-import kubernetes_validate
-from kubernetes_validate.utils import SchemaNotFoundError, ValidationError, VersionNotSupportedError
+from kubernetes_validate import utils as kv_utils
+from kubernetes_validate.utils import SchemaNotFoundError, VersionNotSupportedError
+from referencing import Registry, Resource
 
 # API groups served by Kubernetes itself ("" is the core group). Anything else is a custom resource, including
 # groups that end in k8s.io but are installed as CRDs (gateway.networking.k8s.io, *.x-k8s.io).
@@ -64,10 +65,33 @@ def _path(parts: Any) -> str:
     return out or "(object)"
 
 
-def validate_builtin(obj: Mapping[str, Any], kubernetes_version: str) -> list[str]:
-    """Strict validation of a built-in object; a missing schema is an error, not a warning."""
+@cache
+def _builtin_validator(kubernetes_version: str, kind: str, api_version: str) -> jsonschema.protocols.Validator:
+    """kubernetes-validate's strict schema for one kind, built once: `kubernetes_validate.validate` re-reads and
+    re-parses the kind's schema and the whole definitions file for every object (most of a check's time)."""
+    desired = kubernetes_version.removeprefix("v")
+    if kv_utils.major_minor(desired) > kv_utils.latest_version():
+        raise VersionNotSupportedError(version=kv_utils.major_minor(desired))
+    version = [v for v in kv_utils.all_versions() if kv_utils.major_minor(v) <= kv_utils.major_minor(desired)][-1]
+    group_version = re.sub(r"^([^./]*)(?:\.[^/]*)?/", r"\1-", api_version)
+    schema_dir = f"v{version}-local-strict"
     try:
-        kubernetes_validate.validate(dict(obj), kubernetes_version, strict=True)
+        schema = kv_utils.schema_contents(
+            f"kubernetes-json-schema/{schema_dir}/{kind.lower()}-{group_version}.json", desired
+        )
+    except FileNotFoundError:
+        raise SchemaNotFoundError(version=kv_utils.major_minor(desired), kind=kind, api_version=api_version) from None
+    definitions = kv_utils.schema_contents(f"kubernetes-json-schema/{schema_dir}/_definitions.json", desired)
+    registry: Registry[Any] = Resource.from_contents(schema) @ Registry()
+    registry = Resource.from_contents(definitions) @ registry
+    return jsonschema.validators.Draft202012Validator(schema, registry=registry)
+
+
+def validate_builtin(obj: Mapping[str, Any], kubernetes_version: str) -> list[str]:
+    """Strict validation of a built-in object (kubernetes-validate's schemas and rules, validators cached); a missing
+    schema is an error, not a warning."""
+    try:
+        validator = _builtin_validator(kubernetes_version, str(obj.get("kind")), str(obj.get("apiVersion")))
     except SchemaNotFoundError:
         return [
             f"no Kubernetes {kubernetes_version} schema for {obj.get('kind')} {obj.get('apiVersion')}: "
@@ -75,8 +99,9 @@ def validate_builtin(obj: Mapping[str, Any], kubernetes_version: str) -> list[st
         ]
     except VersionNotSupportedError:
         return [f"kubernetes-validate has no schemas for Kubernetes {kubernetes_version}"]
-    except ValidationError as exc:
-        return [f"{_path(exc.path)}: {exc.message}"]
+    error = jsonschema.exceptions.best_match(validator.iter_errors(dict(obj)))
+    if error is not None:
+        return [f"{_path(error.path)}: {error.message}"]
     return []
 
 

@@ -349,3 +349,38 @@ def test_keepers_follow_the_clock(monkeypatch: pytest.MonkeyPatch) -> None:
     before, after = keepers(early), keepers(later)
     changed = {name for name in before if before[name] != after[name]}
     assert changed and all(name.endswith("-b") for name in changed)  # day 15: only slot b rotated
+
+
+def test_more_models_than_one_route_holds_are_split_across_routes(crds: Path) -> None:
+    """An AIGatewayRoute holds at most 15 rules (CRD maxItems): 20 models need two routes, both authenticated and
+    rate-limited."""
+    from components.gateway import RULES_PER_ROUTE, GatewayModel, GatewayTenant, LlmGateway, LlmGatewayArgs
+    from infra.schemas import CrdSchemas
+    from tests.conftest import run
+
+    def program() -> None:
+        LlmGateway(
+            "gw",
+            LlmGatewayArgs(
+                namespace="llm-gateway",
+                instance="bank",
+                hostname="llm.bank.internal",
+                tls_secret="gateway-tls",
+                client_certificate_secret="gateway-client-tls",
+                ca_configmap="bank-platform-ca",
+                models=[GatewayModel(name=f"model-{i}", service=f"model-{i}", namespace="llm") for i in range(20)],
+                tenants=[GatewayTenant(name="retail", requests_per_minute=60, tokens_per_minute=1000)],
+                rotation_days=30,
+            ),
+        )
+
+    rec = run(program)
+    routes = {r.object_name: r.inputs for r in rec.kubernetes_objects() if r.kind == "AIGatewayRoute"}
+    assert sorted(routes) == ["bank-llm-models", "bank-llm-models-2"]
+    assert [len(r["spec"]["rules"]) for r in routes.values()] == [RULES_PER_ROUTE, 20 - RULES_PER_ROUTE]
+    schemas = CrdSchemas(crds)
+    assert all(schemas.validate(r) == [] for r in routes.values())
+    policies = {r.kind: r.inputs["spec"]["targetRefs"] for r in rec.kubernetes_objects() if "Policy" in r.kind}
+    auth = [p for p in rec.kubernetes_objects() if p.kind == "SecurityPolicy" and "inference" in p.object_name]
+    assert {t["name"] for t in auth[0].inputs["spec"]["targetRefs"]} == set(routes)
+    assert {t["name"] for t in policies["BackendTrafficPolicy"]} == {*routes, "bank-llm-list-models"}
