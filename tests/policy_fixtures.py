@@ -6,7 +6,7 @@ import copy
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from pulumi_policy import PolicyCustomTimeouts, PolicyResourceOptions, ResourceValidationArgs
+from pulumi_policy import PolicyCustomTimeouts, PolicyResource, PolicyResourceOptions, ResourceValidationArgs
 
 from policies.base import Rule
 from policies.registry import policy_config
@@ -145,3 +145,18 @@ def mutated(mutation: Mutation) -> dict[str, Any]:
     template = good_template()
     mutation(template)
     return template
+
+
+def policy_resource(resource_type: str, props: dict[str, Any], name: str) -> PolicyResource:
+    """A resource as stack rules receive it (no options, parent or dependencies)."""
+    return PolicyResource(
+        resource_type=resource_type,
+        props=props,
+        urn=f"urn:pulumi:test::p::{resource_type}::{name}",
+        name=name,
+        opts=None,  # type: ignore[arg-type]
+        provider=None,
+        parent=None,
+        dependencies=[],
+        property_dependencies={},
+    )

@@ -10,24 +10,11 @@ from pulumi_policy import PolicyResource, StackValidationArgs
 from policies.gateway import AI_GATEWAY_ROUTES, GATEWAY_STACK_RULES, HTTP_ROUTE
 from policies.registry import policy_config
 from policies.supplychain import HARBOR_PROJECT, SUPPLY_CHAIN_RULES
+from tests.policy_fixtures import policy_resource as resource
 from tests.policy_fixtures import violations
 
 RULES = {r.name: r for r in GATEWAY_STACK_RULES}
 NS = "llm-gateway"
-
-
-def resource(resource_type: str, props: dict[str, Any], name: str) -> PolicyResource:
-    return PolicyResource(
-        resource_type=resource_type,
-        props=props,
-        urn=f"urn:pulumi:t::p::{resource_type}::{name}",
-        name=name,
-        opts=None,  # type: ignore[arg-type]
-        provider=None,
-        parent=None,
-        dependencies=[],
-        property_dependencies={},
-    )
 
 
 def route(name: str, resource_type: str = HTTP_ROUTE, namespace: str = NS) -> PolicyResource:

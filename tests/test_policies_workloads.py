@@ -14,6 +14,7 @@ from policies.namespaces import STACK_RULES
 from policies.registry import RESOURCE_RULES, policy_config
 from policies.workloads import NAMESPACED_TYPES, SERVER_TYPES, WORKLOAD_RULES
 from tests.policy_fixtures import POD_KINDS, good_template, violations, vllm_template, wrap
+from tests.policy_fixtures import policy_resource as resource
 
 RULES = {r.name: r for r in [*WORKLOAD_RULES, *INFERENCE_RULES]}
 
@@ -424,20 +425,6 @@ def test_rules_are_in_the_pack_with_report_metadata() -> None:
 # ---------------------------------------------------------------------------------------------------------------
 # Stack rules
 # ---------------------------------------------------------------------------------------------------------------
-
-
-def resource(resource_type: str, props: dict[str, Any], name: str) -> PolicyResource:
-    return PolicyResource(
-        resource_type=resource_type,
-        props=props,
-        urn=f"urn:pulumi:test::p::{resource_type}::{name}",
-        name=name,
-        opts=None,  # type: ignore[arg-type]
-        provider=None,
-        parent=None,
-        dependencies=[],
-        property_dependencies={},
-    )
 
 
 def stack_violations(rule_name: str, resources: list[PolicyResource], **config: Any) -> list[str]:
