@@ -7,11 +7,13 @@ import hashlib
 import json
 import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+import pulumi
 import pytest
 import yaml
 from pulumi.runtime import mocks
@@ -21,9 +23,12 @@ from infra.catalog import CHARTS, IMAGES
 from infra.config import PlatformSpec, parse_platform
 from infra.images import (
     ImageEntry,
+    InventoryError,
     LockError,
     RegistryError,
     apply_lock,
+    inventory_document,
+    inventory_of_render,
     load_lock,
     lock_path,
     lock_stack,
@@ -31,11 +36,12 @@ from infra.images import (
     stack_inventory,
     write_lock,
 )
-from infra.mirror import build_mirror
+from infra.mirror import build_mirror, select_images
 from infra.mirror import main as mirror_main
 from infra.offline import Recording, config_from_mapping, run_program
 
 HOST = "harbor.bank.internal"
+BOOTSTRAP = "bootstrap.bank.internal:5000"
 DIGEST_A = "sha256:" + "a" * 64
 DIGEST_B = "sha256:" + "b" * 64
 
@@ -69,16 +75,64 @@ def spec() -> PlatformSpec:
     return parse_platform(spec_doc())
 
 
+def harbor_doc(**kw: Any) -> dict[str, Any]:
+    """A small stack whose Harbor the platform manages: Harbor's and the PKI's images come from the bootstrap
+    registry."""
+    return spec_doc(
+        registry={"host": HOST, "air_gapped": True, "harbor": {"bootstrap_registry": BOOTSTRAP}},
+        node_pools=[{"name": "l4", "gpu": "L4", "gpus_per_node": 1, "nodes": 1}],
+        models=[{"name": "llama-8b", "model": "Llama-3.1-8B", "pool": "l4", "max_model_len": 8192}],
+        **{
+            "gpu_operator": {"enabled": False},
+            "observability": {"enabled": False},
+            "logging": {"enabled": False},
+            **kw,
+        },
+    )
+
+
+def small_doc(**kw: Any) -> dict[str, Any]:
+    """One model, no GPU Operator, no monitoring or logging: vLLM and the PKI's images only."""
+    return spec_doc(
+        node_pools=[{"name": "l4", "gpu": "L4", "gpus_per_node": 1, "nodes": 1}],
+        models=[{"name": "llama-8b", "model": "Llama-3.1-8B", "pool": "l4", "max_model_len": 8192}],
+        **{
+            "gpu_operator": {"enabled": False},
+            "observability": {"enabled": False},
+            "logging": {"enabled": False},
+            **kw,
+        },
+    )
+
+
+# The driver is installed by the operator (the default): its image and the driver manager are pulled; no pool uses
+# MIG, so the MIG manager is not.
 GPU_OPERATOR_KEYS = [
     "gpu-operator",
     "nvidia-driver",
     "nvidia-container-toolkit",
     "nvidia-device-plugin",
     "dcgm-exporter",
-    "mig-manager",
+    "k8s-driver-manager",
     "node-feature-discovery",
 ]
 KEDA_KEYS = ["keda", "keda-metrics-apiserver", "keda-admission-webhooks"]
+PKI_KEYS = [
+    *(f"cert-manager-{p}" for p in ("controller", "webhook", "cainjector", "acmesolver", "startupapicheck")),
+    "trust-manager",
+]
+MONITORING_KEYS = [
+    "prometheus-operator",
+    "prometheus-config-reloader",
+    "kube-webhook-certgen",
+    "prometheus",
+    "alertmanager",
+    "grafana",
+    "grafana-sidecar",
+    "kube-state-metrics",
+]
+LOGGING_KEYS = ["eck-operator", "elasticsearch", "kibana", "fluent-bit", "elasticsearch-exporter"]
+HARBOR_KEYS = [k for k in IMAGES if k.startswith("harbor-")]
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -88,32 +142,143 @@ KEDA_KEYS = ["keda", "keda-metrics-apiserver", "keda-admission-webhooks"]
 
 def test_inventory_lists_every_image_and_chart_through_the_registry(spec: PlatformSpec, tmp_path: Path) -> None:
     images, charts = stack_inventory(spec, tmp_path)
-    assert [i.key for i in images] == ["vllm", *GPU_OPERATOR_KEYS, "lws", *KEDA_KEYS]
+    keys = [i.key for i in images]
+    assert set(keys) == {"vllm", "lws", *KEDA_KEYS, *GPU_OPERATOR_KEYS, *PKI_KEYS, *MONITORING_KEYS, *LOGGING_KEYS}
+    assert keys == [k for k in IMAGES if k in keys]  # catalog order
     by_key = {i.key: i for i in images}
     vllm = by_key["vllm"]
     assert vllm.upstream == f"docker.io/vllm/vllm-openai:{IMAGES['vllm'].tag}"
     assert vllm.rendered == f"{HOST}/platform/vllm/vllm-openai:{IMAGES['vllm'].tag}"
     assert (vllm.host, vllm.repository, vllm.tag) == (HOST, "platform/vllm/vllm-openai", IMAGES["vllm"].tag)
+    # Found in the pod templates of a Deployment and of a LeaderWorkerSet (leader and worker templates).
+    assert vllm.used_by == ("Deployment/llm-inference/llama-8b", "LeaderWorkerSet/llm-inference/deepseek-v3")
     assert by_key["dcgm-exporter"].rendered == f"{HOST}/platform/nvidia/k8s/dcgm-exporter:4.6.0-4.8.3-distroless"
+    assert by_key["dcgm-exporter"].used_by == ("Chart/gpu-operator/gpu-operator",)
     assert by_key["lws"].upstream == "registry.k8s.io/lws/lws:v0.9.0"
     assert all(i.rendered.startswith(f"{HOST}/platform/") and i.digest is None for i in images)
-    assert [(c.key, c.reference, c.version) for c in charts] == [
-        ("gpu-operator", f"oci://{HOST}/charts/gpu-operator", CHARTS["gpu-operator"].version),
-        ("lws", f"oci://{HOST}/charts/lws", "0.9.0"),
-        ("keda", f"oci://{HOST}/charts/keda", CHARTS["keda"].version),
+    assert not any(i.bootstrap for i in images)
+    assert [c.key for c in charts] == [
+        "lws",
+        "keda",
+        "gpu-operator",
+        "cert-manager",
+        "trust-manager",
+        "kube-prometheus-stack",
+        "eck-operator",
+        "fluent-bit",
     ]
-    assert charts[1].upstream == "oci://registry.k8s.io/lws/charts/lws"
-    assert charts[2].upstream == "https://kedacore.github.io/charts/keda"
+    by_chart = {c.key: c for c in charts}
+    assert (by_chart["lws"].reference, by_chart["lws"].version) == (f"oci://{HOST}/charts/lws", "0.9.0")
+    assert by_chart["lws"].upstream == "oci://registry.k8s.io/lws/charts/lws"
+    assert by_chart["keda"].upstream == "https://kedacore.github.io/charts/keda"
+    # Not air-gapped: the program installs each chart from its upstream repository.
+    assert by_chart["lws"].source == "oci://registry.k8s.io/lws/charts/lws"
+    assert by_chart["keda"].source == "https://kedacore.github.io/charts/keda"
+    assert by_chart["keda"].releases == ("llm-operators/keda",)
+    assert all(c.version == CHARTS[c.key].version for c in charts)
 
 
-def test_inventory_of_a_small_stack_has_no_lws_or_keda(tmp_path: Path) -> None:
-    doc = spec_doc(
-        node_pools=[{"name": "l4", "gpu": "L4", "gpus_per_node": 1, "nodes": 1}],
-        models=[{"name": "llama-8b", "model": "Llama-3.1-8B", "pool": "l4", "max_model_len": 8192}],
+def test_inventory_of_a_small_stack_has_no_lws_keda_or_gpu_operator(tmp_path: Path) -> None:
+    images, charts = stack_inventory(parse_platform(small_doc()), tmp_path)
+    assert [i.key for i in images] == ["vllm", *PKI_KEYS]
+    assert [c.key for c in charts] == ["cert-manager", "trust-manager"]
+
+
+def test_inventory_leaves_out_what_a_chart_does_not_deploy(tmp_path: Path) -> None:
+    """A preinstalled driver: the GPU Operator's driver and driver manager are off, so their images are not pulled."""
+    doc = spec_doc(gpu_operator={"driver": "preinstalled", "driver_version": "580.95.05"})
+    images, _ = stack_inventory(parse_platform(doc), tmp_path)
+    keys = {i.key for i in images}
+    assert "gpu-operator" in keys and not keys & {"nvidia-driver", "k8s-driver-manager", "mig-manager"}
+
+
+def test_inventory_of_a_managed_harbor_pulls_harbor_and_the_pki_from_the_bootstrap_registry(tmp_path: Path) -> None:
+    images, charts = stack_inventory(parse_platform(harbor_doc()), tmp_path)
+    assert [i.key for i in images] == ["vllm", *PKI_KEYS, *HARBOR_KEYS]
+    bootstrap = {i.key for i in images if i.bootstrap}
+    assert bootstrap == {*PKI_KEYS, *HARBOR_KEYS}
+    for image in images:
+        expected = BOOTSTRAP if image.bootstrap else HOST
+        assert image.host == expected and image.rendered.startswith(f"{expected}/platform/")
+    core = next(i for i in images if i.key == "harbor-core")
+    assert core.rendered == f"{BOOTSTRAP}/platform/goharbor/harbor-core:v2.15.1"
+    assert core.used_by == ("Chart/llm-registry/harbor",)
+    assert {c.key for c in charts} == {"cert-manager", "trust-manager", "harbor"}
+
+
+def test_inventory_json_extends_the_documented_shape(tmp_path: Path) -> None:
+    images, charts = stack_inventory(parse_platform(harbor_doc()), tmp_path)
+    document = inventory_document(images, charts)
+    [core] = [i for i in document["images"] if i["key"] == "harbor-core"]
+    assert set(core) == {"key", "upstream", "rendered", "digest", "bootstrap", "used_by"}
+    assert core["bootstrap"] is True and core["used_by"] == ["Chart/llm-registry/harbor"]
+    [chart] = [c for c in document["charts"] if c["key"] == "harbor"]
+    assert set(chart) == {"key", "name", "version", "repository", "reference", "upstream", "source", "releases"}
+    assert json.loads(json.dumps(document)) == document
+    assert [ImageEntry.from_json(i) for i in document["images"]] == images
+
+
+def _resource(type_: str, name: str, inputs: dict[str, Any]) -> offline.RecordedResource:
+    return offline.RecordedResource(
+        urn=f"urn:pulumi:t::private-llm::{type_}::{name}",
+        type=type_,
+        name=name,
+        custom=True,
+        parent=None,
+        provider=None,
+        inputs=inputs,
+        masked=inputs,
     )
-    images, charts = stack_inventory(parse_platform(doc), tmp_path)
-    assert [i.key for i in images] == ["vllm", *GPU_OPERATOR_KEYS]
-    assert [c.key for c in charts] == ["gpu-operator"]
+
+
+def test_inventory_refuses_what_it_cannot_mirror(spec: PlatformSpec) -> None:
+    """An image outside the catalog or the stack's registry, a chart image without a tag or repository (the chart
+    would pick one, from the internet), an unknown chart: all reported at once, none silently left out."""
+    pod = {"containers": [{"name": "c", "image": "docker.io/library/nginx:1.27"}]}
+    recording = Recording(
+        stack="t",
+        resources=[
+            _resource(
+                "kubernetes:apps/v1:Deployment",
+                "web",
+                {
+                    "apiVersion": "apps/v1",
+                    "kind": "Deployment",
+                    "metadata": {"name": "web", "namespace": "apps"},
+                    "spec": {"template": {"spec": pod}},
+                },
+            ),
+            _resource(
+                "kubernetes:helm.sh/v4:Chart",
+                "lws",
+                {
+                    "name": "lws",
+                    "namespace": "ops",
+                    "chart": f"oci://{HOST}/charts/lws",
+                    "version": CHARTS["lws"].version,
+                    "values": {
+                        "image": {"manager": {"repository": f"{HOST}/platform/lws/lws"}},
+                        "sidecar": {"image": {"tag": "v1"}},
+                        "off": {"enabled": False, "image": {"tag": "ignored"}},
+                    },
+                },
+            ),
+            _resource(
+                "kubernetes:helm.sh/v4:Chart",
+                "redis",
+                {"name": "redis", "chart": "oci://registry-1.docker.io/bitnamicharts/redis", "version": "1.0.0"},
+            ),
+        ],
+    )
+    with pytest.raises(InventoryError) as info:
+        inventory_of_render(spec, recording)
+    message = str(info.value)
+    assert "4 image or chart problems" in message
+    assert "Deployment/apps/web spec.template.spec.containers[0].image: image 'docker.io/library/nginx:1.27'" in message
+    assert "values.image.manager: repository 'harbor.bank.internal/platform/lws/lws' without a tag" in message
+    assert "values.sidecar.image: tag 'v1' without a repository" in message
+    assert "Chart/redis: chart 'oci://registry-1.docker.io/bitnamicharts/redis' is not in the catalog" in message
+    assert "ignored" not in message
 
 
 def test_inventory_applies_the_stack_lock(spec: PlatformSpec, tmp_path: Path) -> None:
@@ -221,6 +386,18 @@ class FakeRegistry:
     send_digest_header: bool = True
     manifests: dict[tuple[str, str], bytes] = field(default_factory=lambda: {(REPO, TAG): MANIFEST})
     requests: list[tuple[str, str]] = field(default_factory=list)
+    user: str = USER
+    password: str = PASSWORD
+    anonymous: bool = False
+    """Serves manifests without any authentication (a site registry the nodes pull from without a pull secret)."""
+    authorizations: list[str] = field(default_factory=list)
+    """Every Authorization header received."""
+
+    def add(self, repository: str, tag: str) -> str:
+        """Store a manifest for repository:tag; returns the digest the registry will answer."""
+        body = json.dumps({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json", "r": repository})
+        self.manifests[(repository, tag)] = body.encode()
+        return "sha256:" + hashlib.sha256(body.encode()).hexdigest()
 
 
 def _handler(registry: FakeRegistry) -> type[BaseHTTPRequestHandler]:
@@ -238,7 +415,7 @@ def _handler(registry: FakeRegistry) -> type[BaseHTTPRequestHandler]:
                 self.wfile.write(body)
 
         def _token(self) -> None:
-            expected = "Basic " + base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()
+            expected = "Basic " + base64.b64encode(f"{registry.user}:{registry.password}".encode()).decode()
             if self.headers.get("Authorization") != expected:
                 self._send(401, {"Content-Type": "application/json"}, b'{"errors":[{"code":"UNAUTHORIZED"}]}')
                 return
@@ -246,14 +423,14 @@ def _handler(registry: FakeRegistry) -> type[BaseHTTPRequestHandler]:
             self._send(200, {"Content-Type": "application/json"}, json.dumps({"access_token": TOKEN}).encode())
 
         def _manifest(self) -> None:
-            if self.headers.get("Authorization") != f"Bearer {TOKEN}":
+            _, _, rest = self.path.partition("/v2/")
+            repo, _, tag = rest.rpartition("/manifests/")
+            if not registry.anonymous and self.headers.get("Authorization") != f"Bearer {TOKEN}":
                 challenge = (
-                    f'Bearer realm="{registry.url}/token",service="harbor-registry",scope="repository:{REPO}:pull"'
+                    f'Bearer realm="{registry.url}/token",service="harbor-registry",scope="repository:{repo}:pull"'
                 )
                 self._send(401, {"WWW-Authenticate": challenge})
                 return
-            _, _, rest = self.path.partition("/v2/")
-            repo, _, tag = rest.rpartition("/manifests/")
             body = registry.manifests.get((repo, tag))
             if body is None:
                 self._send(404, {"Content-Type": "application/json"}, b'{"errors":[{"code":"MANIFEST_UNKNOWN"}]}')
@@ -264,34 +441,55 @@ def _handler(registry: FakeRegistry) -> type[BaseHTTPRequestHandler]:
                 "application/vnd.docker.distribution.manifest.list.v2+json",
                 "application/vnd.docker.distribution.manifest.v2+json",
             )
-            digest = MANIFEST_DIGEST if all(t in accept for t in wanted) else SCHEMA1_DIGEST
+            accepted = all(t in accept for t in wanted)
+            digest = "sha256:" + hashlib.sha256(body).hexdigest() if accepted else SCHEMA1_DIGEST
             headers = {"Content-Type": "application/vnd.oci.image.index.v1+json"}
             if registry.send_digest_header:
                 headers["Docker-Content-Digest"] = digest
             self._send(200, headers, body)
 
+        def _record(self) -> None:
+            registry.requests.append((self.command, self.path))
+            if self.headers.get("Authorization"):
+                registry.authorizations.append(self.headers["Authorization"])
+
         def do_GET(self) -> None:
-            registry.requests.append(("GET", self.path))
+            self._record()
             self._token() if self.path.startswith("/token") else self._manifest()
 
         def do_HEAD(self) -> None:
-            registry.requests.append(("HEAD", self.path))
+            self._record()
             self._manifest()
 
     return Handler
 
 
-@pytest.fixture
-def fake_registry() -> Iterator[FakeRegistry]:
-    registry = FakeRegistry()
+@contextmanager
+def serve(registry: FakeRegistry) -> Iterator[FakeRegistry]:
     server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(registry))
     registry.url = f"http://127.0.0.1:{server.server_address[1]}"
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
-    yield registry
-    server.shutdown()
-    server.server_close()
-    thread.join()
+    try:
+        yield registry
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+
+
+@pytest.fixture
+def fake_registry() -> Iterator[FakeRegistry]:
+    with serve(FakeRegistry()) as registry:
+        yield registry
+
+
+@pytest.fixture
+def bootstrap_registry() -> Iterator[FakeRegistry]:
+    """The site's existing registry: anonymous pulls (the nodes pull Harbor's and the PKI's images without a pull
+    secret), no manifests until a test adds them."""
+    with serve(FakeRegistry(manifests={}, anonymous=True)) as registry:
+        yield registry
 
 
 def test_resolve_digest_with_bearer_token(fake_registry: FakeRegistry) -> None:
@@ -339,22 +537,101 @@ def test_resolve_digest_is_https_unless_http_is_explicit() -> None:
 
 
 def test_lock_stack_resolves_the_rendered_references(fake_registry: FakeRegistry, tmp_path: Path) -> None:
-    doc = spec_doc(
-        node_pools=[{"name": "l4", "gpu": "L4", "gpus_per_node": 1, "nodes": 1}],
-        models=[{"name": "llama-8b", "model": "Llama-3.1-8B", "pool": "l4", "max_model_len": 8192}],
-        gpu_operator={"enabled": False},
-    )
-    digests = lock_stack(parse_platform(doc), tmp_path, fake_registry.url, (USER, PASSWORD))
-    assert digests == {"vllm": MANIFEST_DIGEST}
+    spec = parse_platform(small_doc())
+    images, _ = stack_inventory(spec, tmp_path)
+    expected = {i.key: fake_registry.add(i.repository, i.tag) for i in images}
+    digests = lock_stack(spec, tmp_path, fake_registry.url, (USER, PASSWORD))
+    assert digests == expected and set(digests) == {"vllm", *PKI_KEYS}
     assert ("HEAD", f"/v2/{REPO}/manifests/{TAG}") in fake_registry.requests
+    assert ("HEAD", f"/v2/platform/jetstack/trust-manager/manifests/{IMAGES['trust-manager'].tag}") in (
+        fake_registry.requests
+    )
 
 
 def test_lock_stack_reports_every_missing_image(fake_registry: FakeRegistry, spec: PlatformSpec) -> None:
+    images, _ = stack_inventory(spec, Path("."))
     with pytest.raises(RegistryError) as info:
         lock_stack(spec, Path("."), fake_registry.url, (USER, PASSWORD))
     message = str(info.value)
-    assert message.startswith("11 of 12 images could not be resolved")
+    assert message.startswith(f"{len(images) - 1} of {len(images)} images could not be resolved")
     assert "platform/kedacore/keda:" in message and "not mirrored yet" in message
+    assert "platform/prometheus/prometheus:" in message and "platform/jetstack/cert-manager-controller:" in message
+
+
+def test_lock_resolves_bootstrap_images_in_the_bootstrap_registry(
+    fake_registry: FakeRegistry, bootstrap_registry: FakeRegistry, tmp_path: Path
+) -> None:
+    """Harbor's and the PKI's images are pulled from the bootstrap registry: their digests come from there, Harbor
+    is never asked for them, and Harbor's credentials never reach the bootstrap registry."""
+    spec = parse_platform(harbor_doc())
+    images, _ = stack_inventory(spec, tmp_path)
+    expected = {i.key: (bootstrap_registry if i.bootstrap else fake_registry).add(i.repository, i.tag) for i in images}
+    digests = lock_stack(spec, tmp_path, fake_registry.url, (USER, PASSWORD), bootstrap_url=bootstrap_registry.url)
+    assert digests == expected
+    assert set(digests) == {"vllm", *PKI_KEYS, *HARBOR_KEYS}
+    asked_harbor = {path for _, path in fake_registry.requests if "/manifests/" in path}
+    asked_bootstrap = {path for _, path in bootstrap_registry.requests}
+    assert asked_harbor == {f"/v2/{REPO}/manifests/{TAG}"}
+    assert asked_bootstrap == {f"/v2/{i.repository}/manifests/{i.tag}" for i in images if i.bootstrap}
+    assert bootstrap_registry.authorizations == []
+
+
+def test_lock_names_the_bootstrap_registry_for_a_missing_bootstrap_image(
+    fake_registry: FakeRegistry, bootstrap_registry: FakeRegistry, tmp_path: Path
+) -> None:
+    spec = parse_platform(harbor_doc())
+    images, _ = stack_inventory(spec, tmp_path)
+    for i in images:
+        if i.key != "harbor-core":
+            (bootstrap_registry if i.bootstrap else fake_registry).add(i.repository, i.tag)
+    with pytest.raises(RegistryError) as info:
+        lock_stack(spec, tmp_path, fake_registry.url, (USER, PASSWORD), bootstrap_url=bootstrap_registry.url)
+    message = str(info.value)
+    assert message.startswith(f"1 of {len(images)} images could not be resolved")
+    port = bootstrap_registry.url.rsplit(":", 1)[1]
+    assert f"127.0.0.1:{port}/platform/goharbor/harbor-core:v2.15.1 is not in the registry" in message
+    assert "push it to the bootstrap registry at exactly this reference" in message
+    assert "privatellm:mirrorTo all or bootstrap" in message and message.endswith("(bootstrap registry)")
+
+
+def test_lock_takes_bootstrap_credentials_from_the_environment(
+    fake_registry: FakeRegistry, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """A bootstrap registry that requires its own account: PRIVATELLM_BOOTSTRAP_REGISTRY_* (URL, user, password)."""
+    spec = parse_platform(harbor_doc())
+    images, _ = stack_inventory(spec, tmp_path)
+    with serve(FakeRegistry(manifests={}, user="site-reader", password="site-pw")) as bootstrap:
+        for i in images:
+            (bootstrap if i.bootstrap else fake_registry).add(i.repository, i.tag)
+        monkeypatch.setenv("PRIVATELLM_BOOTSTRAP_REGISTRY_URL", bootstrap.url)
+        monkeypatch.setenv("PRIVATELLM_BOOTSTRAP_REGISTRY_USERNAME", "site-reader")
+        monkeypatch.setenv("PRIVATELLM_BOOTSTRAP_REGISTRY_PASSWORD", "site-pw")
+        digests = lock_stack(spec, tmp_path, fake_registry.url, (USER, PASSWORD))
+        assert len(digests) == len(images)
+        site = "Basic " + base64.b64encode(b"site-reader:site-pw").decode()
+        harbor = "Basic " + base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()
+        assert site in bootstrap.authorizations and harbor not in bootstrap.authorizations
+        assert site not in fake_registry.authorizations
+        monkeypatch.setenv("PRIVATELLM_BOOTSTRAP_REGISTRY_PASSWORD", "wrong")
+        with pytest.raises(RegistryError) as info:
+            lock_stack(spec, tmp_path, fake_registry.url, (USER, PASSWORD))
+    assert "PRIVATELLM_BOOTSTRAP_REGISTRY_USERNAME" in str(info.value) and "wrong" not in str(info.value)
+
+
+def test_lock_checks_but_does_not_pin_a_driver_tag_the_stack_sets(fake_registry: FakeRegistry, tmp_path: Path) -> None:
+    """gpu_operator.driver_version sets the driver's tag: it must be in the registry, but the lock (which records
+    catalog references) cannot pin it, and the program renders it by tag."""
+    doc = small_doc(gpu_operator={"driver": "operator", "driver_version": "580.95.05"})
+    spec = parse_platform(doc)
+    images, _ = stack_inventory(spec, tmp_path)
+    [driver] = [i for i in images if i.key == "nvidia-driver"]
+    assert driver.upstream == "nvcr.io/nvidia/driver:580.95.05" and not driver.lockable
+    for i in images:
+        fake_registry.add(i.repository, i.tag)
+    digests = lock_stack(spec, tmp_path, fake_registry.url, (USER, PASSWORD))
+    assert "nvidia-driver" not in digests and "gpu-operator" in digests
+    assert ("HEAD", f"/v2/{driver.repository}/manifests/580.95.05") in fake_registry.requests
+    write_lock(lock_path(tmp_path, "bank"), digests)  # a lock of only catalog references is valid
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -396,7 +673,7 @@ def test_mirror_pulls_tags_and_pushes_each_image(monkeypatch: pytest.MonkeyPatch
         by_type.setdefault(r.type, {})[r.name] = r
     [component] = by_type["privatellm:supplychain:ImageMirror"].values()
     [provider] = by_type["pulumi:providers:docker"].values()
-    assert len(by_type["docker:index/remoteImage:RemoteImage"]) == len(images) == 12
+    assert len(by_type["docker:index/remoteImage:RemoteImage"]) == len(images) == 31
 
     pull = by_type["docker:index/remoteImage:RemoteImage"]["image-mirror-vllm-pull"]
     tag = by_type["docker:index/tag:Tag"]["image-mirror-vllm-tag"]
@@ -425,30 +702,128 @@ def test_mirror_pulls_tags_and_pushes_each_image(monkeypatch: pytest.MonkeyPatch
     assert "s3cret-pw" not in json.dumps([r.to_json() for r in rec.resources])
 
 
-def test_mirror_main_reads_the_stack_and_secure_credentials(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.setattr(offline, "RecordingMocks", DockerMocks)
-    doc = spec_doc(
-        node_pools=[{"name": "l4", "gpu": "L4", "gpus_per_node": 1, "nodes": 1}],
-        models=[{"name": "llama-8b", "model": "Llama-3.1-8B", "pool": "l4", "max_model_len": 8192}],
-        gpu_operator={"enabled": False},
-    )
-    config = config_from_mapping(
+def _mirror_config(doc: dict[str, Any], tmp_path: Path, **extra: Any) -> Any:
+    return config_from_mapping(
         "mirror",
         {
             "privatellm:platform": doc,
             "privatellm:mode": "mirror",
             "privatellm:registryUsername": "robot$mirror",
             "privatellm:registryPassword": {"secure": "v1:abc"},
+            **extra,
         },
         project_dir=tmp_path,
     )
-    rec = run_program(config, program=mirror_main)
-    assert [r.name for r in rec.resources if r.type == "docker:index/registryImage:RegistryImage"] == [
-        "image-mirror-vllm-push"
-    ]
+
+
+def _pushed(rec: Recording) -> dict[str, str]:
+    return {
+        r.name.removeprefix("image-mirror-").removesuffix("-push"): r.inputs["name"]
+        for r in rec.resources
+        if r.type == "docker:index/registryImage:RegistryImage"
+    }
+
+
+def _exports(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
+    exported: dict[str, Any] = {}
+    monkeypatch.setattr(pulumi, "export", lambda name, value: exported.__setitem__(name, value))
+    return exported
+
+
+def test_mirror_main_reads_the_stack_and_secure_credentials(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setattr(offline, "RecordingMocks", DockerMocks)
+    exported = _exports(monkeypatch)
+    doc = small_doc()
+    rec = run_program(_mirror_config(doc, tmp_path), program=mirror_main)
+    images, charts = stack_inventory(parse_platform(doc), tmp_path)
+    # The inventory of the render, all of it: vLLM and the PKI's images.
+    assert _pushed(rec) == {i.key: i.target for i in images}
+    assert set(_pushed(rec)) == {"vllm", *PKI_KEYS}
     [provider] = [r for r in rec.resources if r.type == "pulumi:providers:docker"]
     assert provider.masked["registryAuth"] == "[secret]"
     assert json.loads(provider.inputs["registryAuth"])[0]["password"] == "[secure:privatellm:registryPassword]"
+    assert set(exported) == {"mirrored", "charts"}
+    assert set(exported["charts"]) == {c.key for c in charts} == {"cert-manager", "trust-manager"}
+    assert exported["charts"]["cert-manager"]["installedFrom"] == "oci://quay.io/jetstack/charts/cert-manager"
+
+
+def test_mirror_pushes_bootstrap_images_to_the_bootstrap_registry(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """With a managed Harbor, the images pulled before Harbor exists go to the bootstrap registry (with its own
+    credentials when given, as a secret), everything else to Harbor."""
+    monkeypatch.setattr(offline, "RecordingMocks", DockerMocks)
+    exported = _exports(monkeypatch)
+    extra = {
+        "privatellm:bootstrapRegistryUsername": "site-pusher",
+        "privatellm:bootstrapRegistryPassword": {"secure": "v1:def"},
+    }
+    rec = run_program(_mirror_config(harbor_doc(), tmp_path, **extra), program=mirror_main)
+    pushed = _pushed(rec)
+    assert set(pushed) == {"vllm", *PKI_KEYS, *HARBOR_KEYS}
+    assert pushed["vllm"] == f"{HOST}/platform/vllm/vllm-openai:{IMAGES['vllm'].tag}"
+    assert pushed["harbor-core"] == f"{BOOTSTRAP}/platform/goharbor/harbor-core:v2.15.1"
+    assert pushed["trust-manager"] == f"{BOOTSTRAP}/platform/jetstack/trust-manager:{IMAGES['trust-manager'].tag}"
+    [provider] = [r for r in rec.resources if r.type == "pulumi:providers:docker"]
+    assert provider.masked["registryAuth"] == "[secret]"
+    auths = json.loads(provider.inputs["registryAuth"])
+    assert auths == [
+        {"address": HOST, "username": "robot$mirror", "password": "[secure:privatellm:registryPassword]"},
+        {"address": BOOTSTRAP, "username": "site-pusher", "password": "[secure:privatellm:bootstrapRegistryPassword]"},
+    ]
+    assert "notMirrored" not in exported
+    assert exported["charts"]["harbor"]["installedFrom"] == f"oci://{BOOTSTRAP}/charts/harbor"
+
+
+def test_mirror_to_bootstrap_only_for_a_first_deploy(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Before Harbor exists only the bootstrap registry can take images: mirrorTo=bootstrap pushes those, needs no
+    Harbor credentials, and without bootstrap credentials uses the bastion's docker login (address only)."""
+    monkeypatch.setattr(offline, "RecordingMocks", DockerMocks)
+    exported = _exports(monkeypatch)
+    config = config_from_mapping(
+        "mirror",
+        {"privatellm:platform": harbor_doc(), "privatellm:mode": "mirror", "privatellm:mirrorTo": "bootstrap"},
+        project_dir=tmp_path,
+    )
+    rec = run_program(config, program=mirror_main)
+    pushed = _pushed(rec)
+    assert set(pushed) == {*PKI_KEYS, *HARBOR_KEYS}
+    assert all(ref.startswith(f"{BOOTSTRAP}/platform/") for ref in pushed.values())
+    [provider] = [r for r in rec.resources if r.type == "pulumi:providers:docker"]
+    assert json.loads(provider.inputs["registryAuth"]) == [{"address": BOOTSTRAP}]
+    assert exported["notMirrored"] == {"vllm": f"{HOST}/platform/vllm/vllm-openai:{IMAGES['vllm'].tag}"}
+
+
+def test_mirror_to_registry_only_leaves_the_bootstrap_registry_to_the_site(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setattr(offline, "RecordingMocks", DockerMocks)
+    exported = _exports(monkeypatch)
+    rec = run_program(
+        _mirror_config(harbor_doc(), tmp_path, **{"privatellm:mirrorTo": "registry"}), program=mirror_main
+    )
+    assert set(_pushed(rec)) == {"vllm"}
+    [provider] = [r for r in rec.resources if r.type == "pulumi:providers:docker"]
+    assert [a["address"] for a in json.loads(provider.inputs["registryAuth"])] == [HOST]
+    assert set(exported["notMirrored"]) == {*PKI_KEYS, *HARBOR_KEYS}
+    assert exported["notMirrored"]["harbor-db"] == f"{BOOTSTRAP}/platform/goharbor/harbor-db:v2.15.1"
+
+
+def test_mirror_to_bootstrap_without_a_bootstrap_registry_fails(tmp_path: Path) -> None:
+    config = config_from_mapping(
+        "mirror",
+        {"privatellm:platform": small_doc(), "privatellm:mode": "mirror", "privatellm:mirrorTo": "bootstrap"},
+        project_dir=tmp_path,
+    )
+    with pytest.raises(offline.OfflineError, match="pulls nothing from a bootstrap registry"):
+        run_program(config, program=mirror_main)
+
+
+def test_select_images_rejects_an_unknown_target() -> None:
+    entry = ImageEntry("vllm", "docker.io/vllm/vllm-openai:v1", f"{HOST}/platform/vllm/vllm-openai:v1")
+    assert select_images([entry], "all") == ([entry], [])
+    with pytest.raises(ValueError, match="privatellm:mirrorTo='everything' must be one of all, bootstrap, registry"):
+        select_images([entry], "everything")
 
 
 def test_mirror_refuses_duplicate_keys(monkeypatch: pytest.MonkeyPatch) -> None:
