@@ -181,8 +181,10 @@ class VllmServiceArgs:
     scheduling: GpuScheduling
     store: ModelStore
     weight_bytes: int
-    gateway_namespace: str
-    monitoring_namespace: str
+    gateway_namespace: str | None
+    """Where the gateway's proxies run (admitted on the serving port); None when the stack has no gateway."""
+    monitoring_namespace: str | None
+    """Where Prometheus runs (admitted on the serving port); None when the stack runs no monitoring."""
     quantization: str | None = None
     kv_cache_dtype: str = "auto"
     prefix_caching: bool = True
@@ -803,6 +805,8 @@ class VllmService(pulumi.ComponentResource):
                     ports=[k8s.networking.v1.NetworkPolicyPortArgs(protocol="TCP", port=_port_of(a.store.s3_endpoint))],
                 )
             )
+        clients = [from_namespace(ns) for ns in (a.gateway_namespace, a.monitoring_namespace) if ns]
+        clients += [bench_peer] if a.benchmark else []
         policies = [
             k8s.networking.v1.NetworkPolicy(
                 f"{name}-serving",
@@ -810,13 +814,15 @@ class VllmService(pulumi.ComponentResource):
                 spec=k8s.networking.v1.NetworkPolicySpecArgs(
                     pod_selector=k8s.meta.v1.LabelSelectorArgs(match_labels=self.selector),
                     policy_types=["Ingress", "Egress"] if egress else ["Ingress"],
+                    # No client: no ingress rule at all (a rule without `from` would admit every source).
                     ingress=[
                         k8s.networking.v1.NetworkPolicyIngressRuleArgs(
-                            from_=[from_namespace(a.gateway_namespace), from_namespace(a.monitoring_namespace)]
-                            + ([bench_peer] if a.benchmark else []),
+                            from_=clients,
                             ports=[k8s.networking.v1.NetworkPolicyPortArgs(protocol="TCP", port=PORT)],
                         )
-                    ],
+                    ]
+                    if clients
+                    else None,
                     egress=egress or None,
                 ),
                 opts=child,

@@ -148,6 +148,33 @@ def chart_source(ref: ChartRef, registry: RegistrySpec | None) -> tuple[str, str
     return ref.chart(), ref.repo_url()
 
 
+PRE_HARBOR_CHARTS = ("cert-manager", "trust-manager", "harbor")
+"""Charts a managed Harbor's stack installs before Harbor answers: the PKI (Harbor serves a PKI certificate) and
+Harbor itself. They cannot come from oci://<registry.host>/…"""
+
+
+def bootstrap_charts_location(registry: RegistrySpec) -> str | None:
+    """Where a managed Harbor's stack takes the `PRE_HARBOR_CHARTS` from: `registry.harbor.bootstrap_charts`, else
+    oci://<bootstrap_registry>/<charts_project> on an air-gapped site; None: their upstream repositories."""
+    harbor = registry.harbor
+    if harbor is None:
+        return None
+    if harbor.bootstrap_charts:
+        return harbor.bootstrap_charts
+    return f"oci://{harbor.bootstrap_registry}/{registry.charts_project}" if registry.air_gapped else None
+
+
+def pre_harbor_chart_source(ref: ChartRef, registry: RegistrySpec) -> tuple[str, str | None]:
+    """(chart, repository URL or None) of a chart installed before a managed Harbor exists (see
+    `bootstrap_charts_location`); a registry the platform does not manage serves every chart (`chart_source`)."""
+    if registry.harbor is None:
+        return chart_source(ref, registry)
+    location = bootstrap_charts_location(registry)
+    if location is None:
+        return ref.chart(), ref.repo_url()
+    return f"{location}/{ref.name}", None
+
+
 RESTRICTED_CONTAINER = {
     "allowPrivilegeEscalation": False,
     "readOnlyRootFilesystem": True,
@@ -307,6 +334,9 @@ def gpu_operator_values(
     }
 
 
+# Documentation of which catalog images each chart's values function can name (docs/architecture.md). Not used to
+# list a stack's images: `infra.images.stack_inventory` reads them from the render; tests/test_images_complete.py
+# checks that every image a rendered chart names is declared here.
 CHART_IMAGES: dict[str, tuple[str, ...]] = {
     "gpu-operator": (
         "gpu-operator",
@@ -315,6 +345,7 @@ CHART_IMAGES: dict[str, tuple[str, ...]] = {
         "nvidia-device-plugin",
         "dcgm-exporter",
         "mig-manager",
+        "k8s-driver-manager",
         "node-feature-discovery",
     ),
     "lws": ("lws",),
@@ -338,16 +369,6 @@ CHART_IMAGES: dict[str, tuple[str, ...]] = {
     "eck-operator": ("eck-operator", "elasticsearch", "kibana", "elasticsearch-exporter"),
     "fluent-bit": ("fluent-bit",),
 }
-
-
-def stack_images(spec: PlatformSpec, charts: list[str]) -> list[str]:
-    """Catalog keys of every image a stack runs (its charts' images included), in a stable order."""
-    keys: list[str] = []
-    if spec.models:
-        keys.append("vllm")
-    for chart in charts:
-        keys.extend(CHART_IMAGES.get(chart, ()))
-    return list(dict.fromkeys(keys))
 
 
 HARBOR_CLAIMS = ("harbor-registry", "harbor-jobservice", "harbor-database", "harbor-redis", "harbor-trivy")
@@ -428,9 +449,9 @@ def harbor_values(
     if served_by:
         tls.update(certSource="secret", secret={"secretName": served_by})
     else:
-        tls.update(certSource="auto", auto={"commonName": registry.host})
+        tls.update(certSource="auto", auto={"commonName": registry.hostname})
     return {
-        "expose": {"type": "clusterIP", "tls": tls, "clusterIP": {"name": "harbor"}},
+        "expose": harbor_expose(registry, tls),
         "externalURL": f"https://{registry.host}",
         "existingSecretAdminPassword": secrets["admin"],
         "existingSecretAdminPasswordKey": "HARBOR_ADMIN_PASSWORD",
@@ -477,6 +498,32 @@ def harbor_values(
         "exporter": {"image": image("harbor-exporter")},
         "metrics": {"enabled": True, "serviceMonitor": {"enabled": True}},
     }
+
+
+HARBOR_SERVICE_PORTS = 2
+"""Ports of the Service Harbor's chart (1.19.1, templates/nginx/service.yaml) creates with TLS on: http and https."""
+
+
+def harbor_expose(registry: RegistrySpec, tls: dict[str, Any]) -> dict[str, Any]:
+    """The chart's `expose` block: one Service named `harbor` of the type `registry.harbor.expose` declares. With
+    NodePort, https is served on the node port of registry.host (http gets a free one: nodePort 0 leaves it to the
+    API server)."""
+    assert registry.harbor is not None
+    e = registry.harbor.expose
+    annotations = dict(e.annotations)
+    if e.service_type == "LoadBalancer":
+        balancer: dict[str, Any] = {"name": "harbor", "annotations": annotations}
+        if e.source_ranges:
+            balancer["sourceRanges"] = list(e.source_ranges)
+        return {"type": "loadBalancer", "tls": tls, "loadBalancer": balancer}
+    if e.service_type == "NodePort":
+        ports = {"http": {"port": 80, "nodePort": 0}, "https": {"port": 443, "nodePort": registry.harbor_node_port}}
+        return {
+            "type": "nodePort",
+            "tls": tls,
+            "nodePort": {"name": "harbor", "ports": ports, "annotations": annotations},
+        }
+    return {"type": "clusterIP", "tls": tls, "clusterIP": {"name": "harbor", "annotations": annotations}}
 
 
 def _full(image: Image, registry: RegistrySpec) -> str:
@@ -767,10 +814,12 @@ def fluent_bit_values(
     gateway_namespace: str | None,
     extra_patterns: list[str],
     images: Mapping[str, Image] = IMAGES,
+    service_monitor: bool = False,
 ) -> dict[str, Any]:
     """Fluent Bit chart 0.58.1: container logs and the gateway's audit log to Elasticsearch over verified TLS as a
     least-privilege user, every record through the PII redaction filter before it leaves the node. The node's log
-    folder is mounted read-only; the pod is otherwise as locked down as reading root-owned logs allows."""
+    folder is mounted read-only; the pod is otherwise as locked down as reading root-owned logs allows. With
+    `service_monitor` (the monitoring stack's CRDs present) Prometheus scrapes its metrics on port 2020."""
     from infra.observability.fluentbit import fluent_bit_values_fragment
 
     image = images["fluent-bit"]
@@ -810,6 +859,7 @@ def fluent_bit_values(
     return {
         "image": {"repository": _full(image, registry), "tag": pinned_tag(image), "pullPolicy": "IfNotPresent"},
         "testFramework": {"enabled": False},
+        "serviceMonitor": {"enabled": service_monitor},
         "podSecurityContext": {"seccompProfile": {"type": "RuntimeDefault"}},
         # Root to read the root-owned container logs; nothing else: no capabilities, read-only root filesystem.
         "securityContext": {

@@ -17,14 +17,25 @@ import json
 import re
 from collections.abc import Callable, Iterable, Mapping
 from contextvars import ContextVar
+from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import pulumi
 from kubernetes.utils.quantity import parse_quantity
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    model_validator,
+)
 
+from policies.profiles import LEVELS as PROFILE_LEVELS
 from policies.profiles import THRESHOLDS as PROFILE_THRESHOLDS
 from policies.registry import validate_pack_config
 
@@ -682,6 +693,40 @@ class HarborAuthSpec(StrictModel):
         return self
 
 
+_OCI_LOCATION = re.compile(r"^oci://[a-z0-9]([-a-z0-9.]*[a-z0-9])?(:[0-9]{1,5})?(/[a-z0-9]([-a-z0-9._]*[a-z0-9])?)*$")
+
+
+def _oci_location(value: str) -> str:
+    if not _OCI_LOCATION.match(value):
+        raise ValueError(
+            "must be an OCI location holding charts, oci://<registry host>[:port][/<path>], "
+            "e.g. oci://bootstrap-registry.example.internal/charts"
+        )
+    return value
+
+
+class HarborExposeSpec(StrictModel):
+    """How Harbor is reached from outside the cluster: the deploy host (Harbor provider) and every node's container
+    runtime connect to https://<registry.host>, which must lead to this Service.
+
+    LoadBalancer (default): the cluster's load balancer gives Harbor an address; point registry.host's DNS record at
+    it. NodePort: registry.host must carry the node port (`harbor.example.internal:30443`, 30000-32767) and resolve to
+    the nodes. ClusterIP: only where the site fronts Harbor with its own load balancer or ingress (nothing in the
+    cluster is reachable from outside then)."""
+
+    service_type: Literal["LoadBalancer", "NodePort", "ClusterIP"] = "LoadBalancer"
+    source_ranges: list[Annotated[str, AfterValidator(_cidr)]] = Field(default_factory=list)
+    """LoadBalancer only: the client networks allowed (the nodes and the deploy host); empty allows any."""
+    annotations: dict[str, str] = Field(default_factory=dict)
+    """Annotations of the Service, e.g. the cloud's internal-load-balancer annotation."""
+
+    @model_validator(mode="after")
+    def _ranges(self) -> HarborExposeSpec:
+        if self.source_ranges and self.service_type != "LoadBalancer":
+            raise ValueError(f"source_ranges applies to service_type LoadBalancer only, not {self.service_type}")
+        return self
+
+
 class HarborSpec(StrictModel):
     """Harbor deployed and configured by the platform, reachable at https://<registry.host>."""
 
@@ -699,6 +744,12 @@ class HarborSpec(StrictModel):
     auth: HarborAuthSpec | None = None
     egress_cidrs: list[Annotated[str, AfterValidator(_cidr)]] = Field(default_factory=list)
     """Where Harbor may connect on 443 and its database ports (object storage, database, LDAP, DR Harbor, upstreams)."""
+    expose: HarborExposeSpec = Field(default_factory=HarborExposeSpec)
+    """Harbor's entry point from outside the cluster (default: a LoadBalancer Service)."""
+    bootstrap_charts: Annotated[str, AfterValidator(_oci_location)] | None = None
+    """Where the charts needed before Harbor answers (cert-manager, trust-manager and Harbor's own) are pulled from:
+    an OCI location such as oci://bootstrap-registry.example.internal/charts. Default on an air-gapped site:
+    oci://<bootstrap_registry>/<registry.charts_project>; on a connected site: the charts' upstream repositories."""
 
 
 class RegistrySpec(StrictModel):
@@ -719,6 +770,30 @@ class RegistrySpec(StrictModel):
         if self.air_gapped and self.harbor and self.harbor.proxy_caches:
             raise ValueError("air_gapped: true forbids harbor.proxy_caches (an air-gapped site reaches no upstream)")
         return self
+
+    @model_validator(mode="after")
+    def _harbor_node_port(self) -> RegistrySpec:
+        if self.harbor is None or self.harbor.expose.service_type != "NodePort":
+            return self
+        _, _, port = self.host.partition(":")
+        if not port or not 30000 <= int(port) <= 32767:
+            raise ValueError(
+                f"harbor.expose.service_type NodePort needs the node port in host (host={self.host!r}): nodes and the "
+                "deploy host reach Harbor at https://<host>, e.g. host: harbor.example.internal:30443 (30000-32767)"
+            )
+        return self
+
+    @property
+    def hostname(self) -> str:
+        """registry.host without its port: the name Harbor's certificate is issued for."""
+        return self.host.partition(":")[0]
+
+    @property
+    def harbor_node_port(self) -> int | None:
+        """The node port of Harbor's HTTPS entry (NodePort exposure), from registry.host."""
+        if self.harbor is None or self.harbor.expose.service_type != "NodePort":
+            return None
+        return int(self.host.rpartition(":")[2])
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -1022,6 +1097,9 @@ class GatewaySpec(StrictModel):
     """Most tokens one request may generate, enforced by every model server behind the gateway (vLLM
     `--override-generation-config {"max_new_tokens": N}`: a larger `max_tokens` in a request is lowered to N)."""
     key_rotation_days: Annotated[int, Field(ge=2)] = 30
+    key_epoch: AwareDatetime = datetime(2026, 1, 1, tzinfo=UTC)
+    """Rotation windows are counted from here (every key_rotation_days / 2 a new key); move it to rotate every key at
+    the next `pulumi up` (e.g. after a suspected leak)."""
     """Lifetime of each tenant API key. A new key is issued every half period; the previous one keeps working for
     the other half (the overlap window)."""
     redis_url: Annotated[str, Field(pattern=r"^[a-z0-9.-]+:[0-9]+$")] | None = None
@@ -1082,11 +1160,21 @@ class ObservabilitySpec(StrictModel):
     """Where Alertmanager reaches its receivers (webhook endpoints, mail relays)."""
 
 
+def _quorum_nodes(value: int) -> int:
+    if value == 2:
+        raise ValueError(
+            "cannot keep a quorum of master-eligible nodes (with 2, losing either stops the cluster); "
+            "use 1 or at least 3"
+        )
+    return value
+
+
 class LoggingSpec(StrictModel):
     """ECK (Elasticsearch, Kibana) and Fluent Bit, with PII redacted on the node."""
 
     enabled: bool = True
-    elasticsearch_nodes: Annotated[int, Field(ge=1)] | None = None
+    elasticsearch_nodes: Annotated[int, Field(ge=1), AfterValidator(_quorum_nodes)] | None = None
+    """Master-eligible Elasticsearch nodes: 1, or 3 and more (default per profile: 1 baseline, 3 otherwise)."""
     storage_size: Quantity = "500Gi"
     storage_class: str | None = None
     audit_retention_days: Annotated[int, Field(ge=1)] | None = None
@@ -1152,6 +1240,30 @@ class PlatformSpec(StrictModel):
     observability: ObservabilitySpec = Field(default_factory=ObservabilitySpec)
     logging: LoggingSpec = Field(default_factory=LoggingSpec)
     policy: PolicySpec = Field(default_factory=PolicySpec)
+
+    def policy_level(self, policy: str) -> str:
+        """The enforcement level the pack gives `policy` for this stack: the profile's, then policy.overrides."""
+        level = PROFILE_LEVELS.get(self.profile, {}).get(policy)
+        value = level.value if level is not None else "mandatory"
+        for key in ("all", policy):
+            override = self.policy.overrides.get(key)
+            if isinstance(override, str):
+                value = override
+            elif isinstance(override, Mapping) and isinstance(override.get("enforcementLevel"), str):
+                value = override["enforcementLevel"]
+        return value
+
+    @model_validator(mode="after")
+    def _trust_remote_code_is_a_decision(self) -> PlatformSpec:
+        trusting = [i for i, m in enumerate(self.models) if m.trust_remote_code]
+        if trusting and self.policy_level("vllm-no-trust-remote-code") in ("mandatory", "remediate"):
+            fields = ", ".join(f"models[{i}].trust_remote_code" for i in trusting)
+            raise ValueError(
+                f"{fields}=true runs Python shipped with the model, which the mandatory policy "
+                "vllm-no-trust-remote-code refuses; use a model vLLM implements natively, or accept the risk for this "
+                "stack with policy.overrides.vllm-no-trust-remote-code: advisory (the evidence report shows it)"
+            )
+        return self
 
     @model_validator(mode="after")
     def _exceptions_name_our_namespaces(self) -> PlatformSpec:

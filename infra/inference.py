@@ -108,6 +108,13 @@ def plan_models(spec: PlatformSpec, project_dir: Path) -> list[PlacedModel]:
             f"{FULL_PLATFORM_KEY}.registry is not set: every image is pulled through your registry; "
             "add registry: {host: harbor.example.internal}"
         )
+    elif spec.node_pools and spec.gpu_operator.enabled and spec.registry is None:
+        problems.append(
+            f"{FULL_PLATFORM_KEY}.registry is not set, but node_pools with gpu_operator.enabled: true install the "
+            "NVIDIA GPU Operator, whose images are pulled through your registry; add registry: "
+            "{host: harbor.example.internal}, or set gpu_operator.enabled: false if the nodes' GPU software is "
+            "managed outside the platform"
+        )
     pools: dict[str, GpuPoolSpec] = {}
     for i, pool in enumerate(spec.node_pools):
         if pool.name in pools:
@@ -300,8 +307,11 @@ def vllm_service_args(
     contract: SchedulingContract | None = None,
     pull_secret: str | None = None,
     images: Mapping[str, Image] = IMAGES,
+    gateway_namespace: str | None = None,
+    monitoring_namespace: str | None = None,
 ) -> VllmServiceArgs:
-    """The component's arguments for one placed model."""
+    """The component's arguments for one placed model. `gateway_namespace` and `monitoring_namespace`: the client
+    namespaces its serving policy admits (those whose egress allows reach the model; `infra.platform`)."""
     m, p, pool = model.spec, model.plan, model.pool
     assert spec.registry is not None
     storage = m.storage
@@ -367,8 +377,8 @@ def vllm_service_args(
         ),
         store=store,
         weight_bytes=model.weight_bytes,
-        gateway_namespace=spec.namespaces.gateway.name,
-        monitoring_namespace=spec.namespaces.monitoring.name,
+        gateway_namespace=gateway_namespace,
+        monitoring_namespace=monitoring_namespace,
         integrity_manifest=model.integrity_manifest,
         integrity_configmap=m.integrity.configmap if m.integrity else None,
         tls=tls,

@@ -30,6 +30,7 @@ from infra.catalog import (
     CHARTS,
     DEFAULT_DRIVER_VERSION,
     ENVOY_GATEWAY_NAMESPACE,
+    HARBOR_SERVICE_PORTS,
     IMAGES,
     AuditLogSource,
     ChartRef,
@@ -49,6 +50,7 @@ from infra.catalog import (
     keda_values,
     kube_prometheus_stack_values,
     lws_values,
+    pre_harbor_chart_source,
     trust_manager_values,
 )
 from infra.config import (
@@ -236,6 +238,180 @@ def chart(
     )
 
 
+def runs_gateway(spec: PlatformSpec) -> bool:
+    """The gateway, its controllers and their namespaces are built (`build_gateway`)."""
+    return spec.gateway is not None and bool(spec.models) and spec.registry is not None
+
+
+def runs_monitoring(spec: PlatformSpec) -> bool:
+    """kube-prometheus-stack is built (`build_observability`)."""
+    return spec.observability.enabled and spec.registry is not None
+
+
+def runs_logging(spec: PlatformSpec) -> bool:
+    """Elasticsearch, Kibana and the log shipper are built (`build_logging`)."""
+    return spec.logging.enabled and spec.registry is not None
+
+
+def runs_gpu_operator(spec: PlatformSpec) -> bool:
+    """The NVIDIA GPU Operator is installed (`build_gpu`)."""
+    return bool(spec.node_pools) and spec.gpu_operator.enabled
+
+
+@dataclass(frozen=True)
+class NamespaceFlow:
+    """One connection allowed between two of the stack's namespaces. Under default-deny a connection needs the
+    source's egress allow and the target's ingress allow: both are rendered from this one entry."""
+
+    source: str
+    target: str
+    ports: tuple[int, ...]
+    why: str
+    admitted_by_workload: bool = False
+    """The target's ingress allow is the workload's own NetworkPolicy (each model's serving policy), not the
+    namespace's."""
+
+
+def namespace_flows(spec: PlatformSpec) -> list[NamespaceFlow]:
+    """Every connection between the stack's namespaces (DNS, the API server and CIDR backends aside)."""
+    ns = spec.namespaces
+    inference, monitoring = ns.inference.name, ns.monitoring.name
+    logging, operators = ns.logging.name, ns.operators.name
+    flows: list[NamespaceFlow] = []
+    if runs_gateway(spec):
+        flows += [
+            NamespaceFlow(ns.gateway.name, inference, (8000,), "Envoy to the models", admitted_by_workload=True),
+            NamespaceFlow(
+                ns.gateway.name, ENVOY_GATEWAY_NAMESPACE, (18000, 18001, 18002, 8081), "Envoy to its control plane"
+            ),
+            NamespaceFlow(ENVOY_GATEWAY_NAMESPACE, AI_GATEWAY_NAMESPACE, (1063,), "Envoy Gateway's extension server"),
+        ]
+    if runs_monitoring(spec):
+        scrape: list[tuple[str, tuple[int, ...], str]] = [
+            (operators, (8080,), "controller metrics"),
+            (ns.pki.name, (9402,), "cert-manager and trust-manager metrics"),
+        ]
+        if spec.registry is not None and spec.registry.harbor is not None:
+            scrape.append((ns.registry.name, (8001,), "Harbor metrics"))
+        if runs_logging(spec):
+            audit_log = "audit-log" in observability_features(spec)
+            # the Elasticsearch exporter; Elasticsearch itself for Grafana's audit-log data source
+            scrape.append((logging, (9114, 9200) if audit_log else (9114,), "Elasticsearch exporter"))
+            scrape.append((LOG_SHIPPER_NAMESPACE, (2020,), "Fluent Bit metrics"))
+        if runs_gpu_operator(spec):
+            scrape.append((spec.gpu_operator.namespace, (9400,), "DCGM exporter"))
+        if runs_gateway(spec):
+            scrape.append((ns.gateway.name, (19001, 1064), "Envoy and AI Gateway metrics"))
+        flows.append(NamespaceFlow(monitoring, inference, (8000,), "vLLM metrics", admitted_by_workload=True))
+        flows += [NamespaceFlow(monitoring, target, ports, why) for target, ports, why in scrape]
+        flows.append(NamespaceFlow(operators, monitoring, (9090,), "KEDA reads queue lengths from Prometheus"))
+    if runs_logging(spec):
+        flows += [
+            NamespaceFlow(LOG_SHIPPER_NAMESPACE, logging, (9200,), "Fluent Bit ships logs"),
+            NamespaceFlow(operators, logging, (9200,), "ECK manages Elasticsearch"),
+        ]
+    return flows
+
+
+def with_flows(args: SecureNamespaceArgs, flows: list[NamespaceFlow]) -> SecureNamespaceArgs:
+    """`args` with the namespace's side of every flow: egress allows where it is the source, ingress allows where it
+    is the target (unless the target workload admits the flow itself)."""
+    egress: dict[str, list[int]] = {}
+    ingress: dict[str, list[int]] = {}
+    for f in flows:
+        if f.source == args.name:
+            egress.setdefault(f.target, []).extend(f.ports)
+        if f.target == args.name and not f.admitted_by_workload:
+            ingress.setdefault(f.source, []).extend(f.ports)
+    return dataclasses.replace(args, egress_to_namespaces=egress, ingress_from_namespaces=ingress)
+
+
+def exposure_quota(quota: QuotaSpec, service_type: str, service_ports: int) -> QuotaSpec:
+    """`quota` admitting exactly one Service of `service_type` with `service_ports` ports, nothing more. Kubernetes'
+    quota evaluator counts a LoadBalancer Service as one load balancer *and* one node port per Service port (node
+    ports are allocated by default), a NodePort Service as one node port per port, ClusterIP as neither."""
+    exposed = service_type in ("LoadBalancer", "NodePort")
+    return quota.model_copy(
+        update={
+            "load_balancers": 1 if service_type == "LoadBalancer" else 0,
+            "node_ports": service_ports if exposed else 0,
+        }
+    )
+
+
+GATEWAY_SERVICE_PORTS = 1
+"""Ports of the Service Envoy Gateway creates for the gateway: one per listener (components/gateway.py declares one
+HTTPS listener)."""
+
+
+def platform_quota(spec: PlatformSpec, role: str) -> QuotaSpec:
+    """A platform namespace's quota: the stack's or the default, with `services.loadbalancers` and
+    `services.nodeports` following the Service the namespace exposes: Envoy's in the gateway namespace (Envoy Gateway
+    runs the proxies in the Gateway's namespace, `GatewayNamespace` mode) and Harbor's in the registry namespace
+    (the stack's own values of those two are replaced there: they follow `gateway.service_type` and
+    `registry.harbor.expose.service_type`)."""
+    quota = spec.namespaces.quota_for(role)
+    if role == "gateway" and runs_gateway(spec):
+        assert spec.gateway is not None
+        return exposure_quota(quota, spec.gateway.service_type, GATEWAY_SERVICE_PORTS)
+    if role == "registry" and spec.registry is not None and spec.registry.harbor is not None:
+        return exposure_quota(quota, spec.registry.harbor.expose.service_type, HARBOR_SERVICE_PORTS)
+    return quota
+
+
+def support_namespace_args(spec: PlatformSpec, flows: list[NamespaceFlow]) -> dict[str, SecureNamespaceArgs]:
+    """The namespaces the platform adds to the seven of `namespaces`: the GPU Operator's, the gateway's two
+    controllers' and the log shipper's. Every one of them watches the API server."""
+    out: dict[str, SecureNamespaceArgs] = {}
+
+    def base(name: str, purpose: str, role: str, quota: QuotaSpec) -> SecureNamespaceArgs:
+        return dataclasses.replace(
+            namespace_args(
+                spec,
+                name,
+                purpose=f"platform:{purpose}",
+                quota=quota,
+                limits=PLATFORM_LIMITS,
+                extra_labels={"privatellm.io/platform-role": role},
+            ),
+            api_server_cidrs=list(spec.cluster.api_server_cidrs),
+            api_server_ports=list(spec.cluster.api_server_ports),
+        )
+
+    exceptions = documented_exceptions(spec)
+    if runs_gpu_operator(spec):
+        ns = spec.gpu_operator.namespace
+        out[ns] = dataclasses.replace(
+            base(ns, "gpu-operator", "gpu-operator", GPU_OPERATOR_QUOTA),
+            pod_security_level="privileged",
+            exception_reason=exceptions[ns],
+            allow_within_namespace=True,
+        )
+    if runs_gateway(spec):
+        assert spec.gateway is not None
+        g = spec.gateway
+        # Envoy Gateway reaches the declared Redis of the global rate limits; the AI Gateway serves a webhook.
+        out[ENVOY_GATEWAY_NAMESPACE] = dataclasses.replace(
+            base(ENVOY_GATEWAY_NAMESPACE, "gateway-controller", "gateway-controller", PLATFORM_QUOTA),
+            allow_within_namespace=True,
+            egress_cidrs=list(g.redis_cidrs),
+            egress_ports=[int(g.redis_url.rsplit(":", 1)[1])] if g.redis_url else [6379],
+        )
+        out[AI_GATEWAY_NAMESPACE] = dataclasses.replace(
+            base(AI_GATEWAY_NAMESPACE, "gateway-controller", "gateway-controller", PLATFORM_QUOTA),
+            allow_within_namespace=True,
+            webhook_ports=[9443],
+        )
+    if runs_logging(spec):
+        # The log shipper's namespace: the second documented exception to the restricted baseline.
+        out[LOG_SHIPPER_NAMESPACE] = dataclasses.replace(
+            base(LOG_SHIPPER_NAMESPACE, "log-shipper", "log-shipper", PLATFORM_QUOTA),
+            pod_security_level="privileged",
+            exception_reason=exceptions[LOG_SHIPPER_NAMESPACE],
+        )
+    return {ns: with_flows(args, flows) for ns, args in out.items()}
+
+
 def stack_images_pinned(spec: PlatformSpec) -> dict[str, Image]:
     """The catalog, pinned to digests by the stack's lock file when it has one (`private-llm images lock`)."""
     path = lock_path(project_dir(), pulumi.get_stack())
@@ -261,12 +437,13 @@ def build_platform(spec: PlatformSpec) -> Platform:
     )
     platform = Platform(spec=spec, provider=provider, tenant_roles=roles)
 
+    flows = namespace_flows(spec)
     for role, ns in spec.namespaces.items():
         args = namespace_args(
             spec,
             ns.name,
             purpose=f"platform:{role}",
-            quota=spec.namespaces.quota_for(role),
+            quota=platform_quota(spec, role),
             limits=spec.namespaces.limits_for(role),
             extra_labels={"privatellm.io/platform-role": role},
         )
@@ -291,68 +468,39 @@ def build_platform(spec: PlatformSpec) -> Platform:
                 egress_cidrs=[spec.pki.vault.server_cidr] if spec.pki.vault and spec.pki.vault.server_cidr else [],
                 egress_ports=[443, 8200],
             )
-        if role == "gateway" and spec.gateway is not None and spec.models:
-            # Envoy listens on 10443 for the HTTPS listener's 443; it reaches the models, its control plane and
-            # rate-limit service; Prometheus scrapes its metrics.
-            args = dataclasses.replace(
-                args,
-                ingress_from_anywhere_ports=[10443],
-                ingress_from_namespaces={spec.namespaces.monitoring.name: [19001, 1064]},
-                egress_to_namespaces={
-                    spec.namespaces.inference.name: [8000],
-                    ENVOY_GATEWAY_NAMESPACE: [18000, 18001, 18002, 8081],
-                },
-            )
-        if role == "monitoring" and spec.observability.enabled:
-            scrape = {
-                spec.namespaces.inference.name: [8000],
-                spec.namespaces.pki.name: [9402],
-                spec.namespaces.registry.name: [8001],
-                # the Elasticsearch exporter; Elasticsearch itself for Grafana's audit-log data source
-                spec.namespaces.logging.name: [9114, 9200] if "audit-log" in observability_features(spec) else [9114],
-                spec.namespaces.operators.name: [8080],
-            }
-            if spec.node_pools and spec.gpu_operator.enabled:
-                scrape[spec.gpu_operator.namespace] = [9400]
-            if spec.gateway is not None:
-                scrape[spec.namespaces.gateway.name] = [19001, 1064]
+        if role == "gateway" and runs_gateway(spec):
+            # Envoy listens on 10443 for the HTTPS listener's 443.
+            args = dataclasses.replace(args, ingress_from_anywhere_ports=[10443])
+        if role == "monitoring" and runs_monitoring(spec):
             args = dataclasses.replace(
                 args,
                 api_server_cidrs=list(spec.cluster.api_server_cidrs),
                 api_server_ports=[*spec.cluster.api_server_ports, 10250],
                 webhook_ports=[10250],
                 allow_within_namespace=True,
-                egress_to_namespaces=scrape,
-                ingress_from_namespaces={spec.namespaces.operators.name: [9090]},
                 egress_cidrs=list(spec.observability.egress_cidrs),
                 egress_ports=[443, 587, 25],
             )
-        if role == "logging" and spec.logging.enabled:
-            args = dataclasses.replace(
-                args,
-                allow_within_namespace=True,
-                ingress_from_namespaces={
-                    LOG_SHIPPER_NAMESPACE: [9200],
-                    spec.namespaces.monitoring.name: [9114, 9200]
-                    if "audit-log" in observability_features(spec)
-                    else [9114],
-                    spec.namespaces.operators.name: [9200],
-                },
-            )
+        if role == "logging" and runs_logging(spec):
+            args = dataclasses.replace(args, allow_within_namespace=True)
         if role == "operators":
             # Controllers (LeaderWorkerSet, KEDA, ECK) watch the API server, serve its webhooks and talk among
-            # themselves; KEDA reads queue lengths from Prometheus; ECK manages Elasticsearch.
+            # themselves.
             args = dataclasses.replace(
                 args,
                 api_server_cidrs=list(spec.cluster.api_server_cidrs),
                 api_server_ports=list(spec.cluster.api_server_ports),
                 webhook_ports=[9443, 6443],
                 allow_within_namespace=True,
-                egress_to_namespaces={spec.namespaces.monitoring.name: [9090], spec.namespaces.logging.name: [9200]},
-                ingress_from_namespaces={spec.namespaces.monitoring.name: [8080]},
             )
+        args = with_flows(args, flows)
         with building(ns.name, "privatellm:baseline:SecureNamespace"):
             platform.namespaces[ns.name] = SecureNamespace(ns.name, args, opts=opts)
+    # The namespaces of the GPU Operator, the gateway's controllers and the log shipper exist before Harbor, which
+    # puts a pull secret into each of them.
+    for name, args in support_namespace_args(spec, flows).items():
+        with building(name, "privatellm:baseline:SecureNamespace"):
+            platform.namespaces[name] = SecureNamespace(name, args, opts=opts)
 
     for tenant in spec.tenants:
         ns_name = tenant.namespace_name
@@ -421,9 +569,20 @@ def stack_policy_config(spec: PlatformSpec) -> dict[str, Any]:
         exempt_namespaces=documented_exceptions(spec),
         allowed_registries=allowed,
         immutable_repositories=immutable,
-        gateway_namespaces=[spec.namespaces.gateway.name] if spec.gateway is not None else [],
+        gateway_namespaces=exposed_namespaces(spec),
         profile=spec.profile,
     )
+
+
+def exposed_namespaces(spec: PlatformSpec) -> list[str]:
+    """Namespaces whose Services may be LoadBalancer or NodePort (policy config `gatewayNamespaces`, admission
+    guardrails): the gateway's, and the registry's when a managed Harbor is exposed that way (the entry point of the
+    nodes' container runtimes and of the deploy host)."""
+    namespaces = [spec.namespaces.gateway.name] if spec.gateway is not None else []
+    registry = spec.registry
+    if registry is not None and registry.harbor is not None and registry.harbor.expose.service_type != "ClusterIP":
+        namespaces.append(spec.namespaces.registry.name)
+    return namespaces
 
 
 def stack_pack_config(spec: PlatformSpec) -> dict[str, Any]:
@@ -523,15 +682,19 @@ def with_pull_secret(chart_name: str, values: dict[str, Any], secret: str | None
 
 
 def pull_namespaces(spec: PlatformSpec) -> list[str]:
-    """Namespaces whose pods pull from the registry."""
+    """Namespaces whose pods pull from the registry (with a managed Harbor, each gets a robot's pull secret)."""
     namespaces = [spec.namespaces.inference.name, spec.namespaces.operators.name]
     if spec.registry is not None and spec.registry.harbor is None:
         # With a managed Harbor the PKI comes up before it, from the bootstrap registry.
         namespaces.append(spec.namespaces.pki.name)
-    if spec.gateway is not None and spec.models:
+    if runs_gateway(spec):
         namespaces += [spec.namespaces.gateway.name, ENVOY_GATEWAY_NAMESPACE, AI_GATEWAY_NAMESPACE]
-    if spec.node_pools and spec.gpu_operator.enabled:
+    if runs_gpu_operator(spec):
         namespaces.append(spec.gpu_operator.namespace)
+    if runs_monitoring(spec):
+        namespaces.append(spec.namespaces.monitoring.name)
+    if runs_logging(spec):
+        namespaces += [spec.namespaces.logging.name, LOG_SHIPPER_NAMESPACE]
     return namespaces
 
 
@@ -561,10 +724,15 @@ def build_registry(spec: PlatformSpec, platform: Platform, opts: pulumi.Resource
         harbor_tls = HARBOR_TLS_SECRET
         ns = spec.namespaces.registry.name
         platform.pki.certificate(
-            "cert-harbor", ns, harbor_tls, registry.host, [registry.host, *service_dns_names("harbor", ns)], "server"
+            "cert-harbor",
+            ns,
+            harbor_tls,
+            registry.hostname,
+            [registry.hostname, *service_dns_names("harbor", ns)],
+            "server",
         )
     ref = CHARTS["harbor"]
-    source, repo = chart_source(ref, None)  # Harbor cannot come from itself: its chart comes from upstream or a file
+    source, repo = pre_harbor_chart_source(ref, registry)  # Harbor cannot serve its own chart
     names = secret_names()
     auth: dict[str, Any] | None = None
     auth_mode: Literal["ldap_auth", "oidc_auth"] | None = None
@@ -628,7 +796,7 @@ def build_registry(spec: PlatformSpec, platform: Platform, opts: pulumi.Resource
         auth={k: v for k, v in auth.items() if v is not None} if auth else None,
         auth_mode=auth_mode,
     )
-    depends = [platform.namespaces[n] for n in pull_namespaces(spec) if n in platform.namespaces]
+    depends = [platform.namespaces[n] for n in pull_namespaces(spec)]
     registry_ns = platform.namespaces[spec.namespaces.registry.name]
     with building("harbor", "privatellm:registry:Harbor"):
         platform.registry = HarborRegistry(
@@ -645,7 +813,9 @@ def _config_secret(ref: str) -> pulumi.Output[str]:
 
 
 def _chart_spec(name: str, values: dict[str, Any], spec: PlatformSpec, pull_secret: bool = True) -> ChartSpec:
-    source, repo = chart_source(CHARTS[name], spec.registry)
+    """A PKI chart: installed before a managed Harbor answers, so taken from the bootstrap charts location then."""
+    assert spec.registry is not None
+    source, repo = pre_harbor_chart_source(CHARTS[name], spec.registry)
     return ChartSpec(
         chart=source,
         version=CHARTS[name].version,
@@ -739,35 +909,13 @@ def build_gpu(spec: PlatformSpec, platform: Platform, opts: pulumi.ResourceOptio
             )
         with building(f"gpu-pool-{pool.name}", "privatellm:gpu:GpuNodePool"):
             platform.pools[pool.name] = GpuNodePool(f"gpu-pool-{pool.name}", pool_args(spec, pool), opts=pool_opts)
-    if not spec.gpu_operator.enabled:
+    if not runs_gpu_operator(spec):
         return
     operator = spec.gpu_operator
-    assert spec.registry is not None or not spec.node_pools
-    ns = operator.namespace
-    args = dataclasses.replace(
-        namespace_args(
-            spec,
-            ns,
-            purpose="platform:gpu-operator",
-            quota=GPU_OPERATOR_QUOTA,
-            limits=PLATFORM_LIMITS,
-            extra_labels={"privatellm.io/platform-role": "gpu-operator"},
-        ),
-        pod_security_level="privileged",
-        exception_reason=documented_exceptions(spec)[spec.gpu_operator.namespace],
-        api_server_cidrs=list(spec.cluster.api_server_cidrs),
-        api_server_ports=list(spec.cluster.api_server_ports),
-        webhook_ports=[],
-        allow_within_namespace=True,
-        ingress_from_namespaces={spec.namespaces.monitoring.name: [9400]},
-    )
-    with building(ns, "privatellm:baseline:SecureNamespace"):
-        platform.namespaces[ns] = SecureNamespace(ns, args, opts=opts)
+    ns = operator.namespace  # created with the platform's namespaces (`support_namespace_args`)
     registry = spec.registry
-    if registry is None:
-        raise ComponentBuildError(
-            "gpu-operator", "kubernetes:helm.sh/v4:Chart", ValueError("registry.host is required for the GPU Operator")
-        )
+    if registry is None:  # refused by `plan_models` before anything is registered
+        raise StackConfigError(["registry is not set: the GPU Operator's images come from it"], pulumi.get_stack())
     settings = [
         GpuPoolSettings(
             name=p.name,
@@ -835,6 +983,12 @@ def build_inference(spec: PlatformSpec, platform: Platform, opts: pulumi.Resourc
         platform.pki.certificate(
             "cert-metrics-client", spec.namespaces.inference.name, METRICS_CLIENT_SECRET, "prometheus", usage="client"
         )
+    # The namespaces whose egress allows reach the models: each model's serving policy admits exactly those.
+    clients = {
+        f.source: f.source
+        for f in namespace_flows(spec)
+        if f.target == spec.namespaces.inference.name and f.admitted_by_workload
+    }
     for model in platform.models:
         with building(model.spec.name, "privatellm:inference:VllmService"):
             args = vllm_service_args(
@@ -845,6 +999,8 @@ def build_inference(spec: PlatformSpec, platform: Platform, opts: pulumi.Resourc
                 pull_secret=pull_secret_name(spec),
                 images=platform.images,
                 tls=serving_tls(spec, platform, model),
+                gateway_namespace=clients.get(spec.namespaces.gateway.name),
+                monitoring_namespace=clients.get(spec.namespaces.monitoring.name),
             )
             platform.services[model.spec.name] = VllmService(model.spec.name, args, opts=model_opts)
 
@@ -863,40 +1019,11 @@ def build_gateway(spec: PlatformSpec, platform: Platform, opts: pulumi.ResourceO
     registry = spec.registry
     gateway_ns = spec.namespaces.gateway.name
     inference_ns = spec.namespaces.inference.name
-    redis_port = [int(g.redis_url.rsplit(":", 1)[1])] if g.redis_url else []
-    controllers: dict[str, dict[str, Any]] = {
-        ENVOY_GATEWAY_NAMESPACE: {
-            "webhook_ports": [],
-            "allow_within_namespace": True,
-            "ingress_from_namespaces": {gateway_ns: [18000, 18001, 18002, 8081]},
-            "egress_to_namespaces": {AI_GATEWAY_NAMESPACE: [1063]},
-            "egress_cidrs": list(g.redis_cidrs),
-            "egress_ports": redis_port or [6379],
-        },
-        AI_GATEWAY_NAMESPACE: {
-            "webhook_ports": [9443],
-            "allow_within_namespace": True,
-            "ingress_from_namespaces": {ENVOY_GATEWAY_NAMESPACE: [1063]},
-        },
-    }
-    namespace_resources: list[pulumi.Resource] = []
-    for ns, extra in controllers.items():
-        args = dataclasses.replace(
-            namespace_args(
-                spec,
-                ns,
-                purpose="platform:gateway-controller",
-                quota=PLATFORM_QUOTA,
-                limits=PLATFORM_LIMITS,
-                extra_labels={"privatellm.io/platform-role": "gateway-controller"},
-            ),
-            api_server_cidrs=list(spec.cluster.api_server_cidrs),
-            api_server_ports=list(spec.cluster.api_server_ports),
-            **extra,
-        )
-        with building(ns, "privatellm:baseline:SecureNamespace"):
-            platform.namespaces[ns] = SecureNamespace(ns, args, opts=opts)
-            namespace_resources.append(platform.namespaces[ns])
+    # The controllers' namespaces are created with the platform's namespaces (`support_namespace_args`).
+    namespace_resources: list[pulumi.Resource] = [
+        platform.namespaces[ENVOY_GATEWAY_NAMESPACE],
+        platform.namespaces[AI_GATEWAY_NAMESPACE],
+    ]
     installed: list[pulumi.Resource] = []
     chart_opts = pulumi.ResourceOptions.merge(
         opts, pulumi.ResourceOptions(depends_on=[*namespace_resources, *pull_dependencies(platform)])
@@ -943,6 +1070,7 @@ def build_gateway(spec: PlatformSpec, platform: Platform, opts: pulumi.ResourceO
             for t in spec.tenants
         ],
         rotation_days=g.key_rotation_days,
+        key_epoch=g.key_epoch,
         service_type=g.service_type,
         source_ranges=list(g.source_ranges),
         max_request_body=g.max_request_body,
@@ -1136,25 +1264,6 @@ def build_logging(spec: PlatformSpec, platform: Platform, opts: pulumi.ResourceO
             ),
             registry,
         )
-    # The log shipper's namespace: the second documented exception to the restricted baseline.
-    shipper_args = dataclasses.replace(
-        namespace_args(
-            spec,
-            LOG_SHIPPER_NAMESPACE,
-            purpose="platform:log-shipper",
-            quota=PLATFORM_QUOTA,
-            limits=PLATFORM_LIMITS,
-            extra_labels={"privatellm.io/platform-role": "log-shipper"},
-        ),
-        pod_security_level="privileged",
-        exception_reason=documented_exceptions(spec)[LOG_SHIPPER_NAMESPACE],
-        api_server_cidrs=list(spec.cluster.api_server_cidrs),
-        api_server_ports=list(spec.cluster.api_server_ports),
-        egress_to_namespaces={ns: [9200]},
-        ingress_from_namespaces={spec.namespaces.monitoring.name: [2020]},
-    )
-    with building(LOG_SHIPPER_NAMESPACE, "privatellm:baseline:SecureNamespace"):
-        platform.namespaces[LOG_SHIPPER_NAMESPACE] = SecureNamespace(LOG_SHIPPER_NAMESPACE, shipper_args, opts=opts)
     images = platform.images
     pull = pull_secret_name(spec)
     args = LoggingArgs(
@@ -1177,7 +1286,7 @@ def build_logging(spec: PlatformSpec, platform: Platform, opts: pulumi.ResourceO
         lifecycle_documents=lifecycle_documents(spec.audit_retention_days, spec.app_retention_days, nodes),
         shipper_namespace=LOG_SHIPPER_NAMESPACE,
         reader_namespace=spec.namespaces.monitoring.name if "audit-log" in observability_features(spec) else None,
-        image_pull_secrets=(pull,) if pull and spec.registry is not None and spec.registry.harbor is None else (),
+        image_pull_secrets=(pull,) if pull else (),
     )
     with building("logging", "privatellm:logging:LoggingStack"):
         platform.logging = LoggingStack(
@@ -1191,6 +1300,7 @@ def build_logging(spec: PlatformSpec, platform: Platform, opts: pulumi.ResourceO
                         platform.namespaces[LOG_SHIPPER_NAMESPACE],
                         platform.charts["eck-operator"],
                         platform.pki,
+                        *pull_dependencies(platform),
                     ]
                 ),
             ),
@@ -1203,13 +1313,17 @@ def build_logging(spec: PlatformSpec, platform: Platform, opts: pulumi.ResourceO
         gateway_namespace=spec.namespaces.gateway.name if spec.gateway is not None else None,
         extra_patterns=list(spec.logging.redaction_patterns),
         images=images,
+        service_monitor=platform.monitoring is not None,
     )
+    after = [platform.logging, *pull_dependencies(platform)]
+    if platform.monitoring is not None:
+        after.append(platform.monitoring)  # its ServiceMonitor CRD
     with building("fluent-bit", "kubernetes:helm.sh/v4:Chart"):
         platform.charts["fluent-bit"] = chart(
             "fluent-bit",
             CHARTS["fluent-bit"],
             LOG_SHIPPER_NAMESPACE,
-            values,
-            pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(depends_on=[platform.logging])),
+            with_pull_secret("fluent-bit", values, pull_secret_name(spec)),
+            pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(depends_on=after)),
             registry,
         )

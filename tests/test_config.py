@@ -200,3 +200,35 @@ def test_secret_refs_must_be_set_and_encrypted() -> None:
     plain = check_secret_refs(spec, is_set=lambda k: True, is_secret=lambda k: False)
     assert "stored in plain text" in plain[0]
     assert check_secret_refs(spec, is_set=lambda k: True, is_secret=lambda k: k == "privatellm:kubeconfig") == []
+
+
+def test_two_elasticsearch_nodes_fail_in_the_schema_naming_the_field() -> None:
+    """Two master-eligible nodes cannot keep a quorum: refused by the stack schema, not later by a component."""
+    [problem] = problems({"logging": {"elasticsearch_nodes": 2}})
+    assert problem == (
+        "privatellm:platform.logging.elasticsearch_nodes=2 cannot keep a quorum of master-eligible nodes "
+        "(with 2, losing either stops the cluster); use 1 or at least 3"
+    )
+    for nodes in (1, 3, 5):
+        assert parse_platform({"logging": {"elasticsearch_nodes": nodes}}).logging.elasticsearch_nodes == nodes
+
+
+def test_managed_harbor_defaults_to_a_load_balancer_entry() -> None:
+    spec = parse_platform(
+        {"registry": {"host": "harbor.example.internal", "harbor": {"bootstrap_registry": "b.internal"}}}
+    )
+    assert spec.registry is not None and spec.registry.harbor is not None
+    assert spec.registry.harbor.expose.service_type == "LoadBalancer"
+    assert spec.registry.harbor.bootstrap_charts is None
+    assert spec.registry.harbor_node_port is None
+    node_port = parse_platform(
+        {
+            "registry": {
+                "host": "harbor.example.internal:30443",
+                "harbor": {"bootstrap_registry": "b.internal", "expose": {"service_type": "NodePort"}},
+            }
+        }
+    )
+    assert node_port.registry is not None
+    assert node_port.registry.harbor_node_port == 30443
+    assert node_port.registry.hostname == "harbor.example.internal"

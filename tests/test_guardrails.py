@@ -983,7 +983,9 @@ def test_guardrails_args_from_stack_policy_config() -> None:
     assert a is not None
     config = stack_policy_config(spec)
     assert list(a.allowed_registries) == config["allowedRegistries"] != []
-    assert list(a.gateway_namespaces) == config["gatewayNamespaces"] == [spec.namespaces.gateway.name]
+    # The gateway's entry, and Harbor's (exposed by a LoadBalancer by default: nodes and the deploy host pull there).
+    assert list(a.gateway_namespaces) == config["gatewayNamespaces"]
+    assert config["gatewayNamespaces"] == [spec.namespaces.gateway.name, spec.namespaces.registry.name]
     assert a.instance == spec.name
     assert a.tenant_namespace_label == TENANT_NAMESPACE_LABEL
 

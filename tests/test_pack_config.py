@@ -164,3 +164,17 @@ def test_cli_policy_config_and_exempt_errors(tmp_path: Path) -> None:
     assert result.exit_code == 2 and "policy.exceptions" in result.output
     result = runner.invoke(app, ["check", "--manifests", str(manifest), "--profile", "bank"])
     assert result.exit_code == 2 and "is not a profile" in result.output
+
+
+def test_trust_remote_code_needs_the_policy_lowered_explicitly() -> None:
+    raw = yaml.safe_load((ROOT / "stacks" / "Pulumi.finance-prod.yaml").read_text())["config"]["privatellm:platform"]
+    raw["models"][0]["trust_remote_code"] = True
+    with pytest.raises(StackConfigError) as info:
+        parse_platform(raw, "test")
+    assert len(info.value.problems) == 1
+    assert "models[0].trust_remote_code=true" in info.value.problems[0]
+    assert "policy.overrides.vllm-no-trust-remote-code: advisory" in info.value.problems[0]
+    raw["policy"] = {"overrides": {"vllm-no-trust-remote-code": "advisory"}}
+    accepted = parse_platform(raw, "test")
+    assert accepted.policy_level("vllm-no-trust-remote-code") == "advisory"
+    assert stack_pack_config(accepted)["vllm-no-trust-remote-code"]["enforcementLevel"] == "advisory"

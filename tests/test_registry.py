@@ -108,13 +108,16 @@ def test_projects_follow_the_profile() -> None:
 def test_pull_only_robot_per_consumer_namespace() -> None:
     rec = render(platform())
     robots = {r.inputs["name"]: r for r in of_type(rec, "harbor:index/robotAccount:RobotAccount")}
-    assert set(robots) == {"pull-llm-inference", "pull-llm-operators", "pull-gpu-operator"}
+    # Monitoring, logging and the log shipper pull from the private projects too (kube-prometheus-stack, ECK's
+    # Elasticsearch and Kibana, Fluent Bit).
+    consumers = {"llm-inference", "llm-operators", "gpu-operator", "llm-monitoring", "llm-logging", "llm-log-shipper"}
+    assert set(robots) == {f"pull-{ns}" for ns in consumers}
     for robot in robots.values():
         accesses = [a for p in robot.inputs["permissions"] for a in p["accesses"]]
         assert {a["action"] for a in accesses} == {"pull"}
         assert {p["namespace"] for p in robot.inputs["permissions"]} == {"platform", "models"}
     pulls = [s for s in rec.kubernetes_objects() if s.kind == "Secret" and s.object_name == "registry-pull"]
-    assert {s.namespace for s in pulls} == {"llm-inference", "llm-operators", "gpu-operator"}
+    assert {s.namespace for s in pulls} == consumers
     for secret in pulls:
         assert secret.inputs["type"] == "kubernetes.io/dockerconfigjson"
         assert secret.masked["stringData"] == "[secret]"

@@ -269,6 +269,18 @@ def test_network_policy_admits_only_gateway_and_monitoring() -> None:
     assert spec["ingress"][0]["ports"] == [{"protocol": "TCP", "port": 8000}]
 
 
+def test_network_policy_admits_only_the_clients_the_stack_has() -> None:
+    """No gateway: only monitoring. Neither: no ingress rule at all (a rule without `from` admits every source)."""
+    [serving] = objects(record(base(gateway_namespace=None)), "NetworkPolicy")
+    [rule] = serving.inputs["spec"]["ingress"]
+    assert [p["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"] for p in rule["from"]] == [
+        "llm-monitoring"
+    ]
+    [closed] = objects(record(base(gateway_namespace=None, monitoring_namespace=None)), "NetworkPolicy")
+    assert closed.inputs["spec"]["policyTypes"] == ["Ingress"]
+    assert not closed.inputs["spec"].get("ingress")
+
+
 def test_tls_flags_and_probes_that_work_with_client_certificates() -> None:
     rec = record(base(tls=TLS))
     pod = one(rec, "Deployment")["spec"]["template"]["spec"]
