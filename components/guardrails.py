@@ -10,7 +10,8 @@ with kubectl, a Helm chart installed by hand, an operator creating pods). `Admis
   `--ssl-cert-reqs 2`;
   (these three match Pods and their ephemeral containers, Deployments, StatefulSets, DaemonSets, ReplicaSets, Jobs,
   CronJobs and LeaderWorkerSets: a bad template is refused before its controller tries to create pods)
-- `no-external-services`: rejects a LoadBalancer or NodePort Service outside the gateway namespaces;
+- `no-external-services`: rejects a LoadBalancer or NodePort Service outside the declared entry namespaces (the
+  gateway's, and the registry's when Harbor is exposed);
 - `workload-labels`: rejects a pod template (or Pod) without the required labels, in tenant namespaces only.
 
 The names follow the policy pack's rules (`policies/supplychain.py`, `policies/tls.py`) so that an audit entry maps to
@@ -470,7 +471,7 @@ def controls(args: AdmissionGuardrailsArgs) -> list[Control]:
         ),
         Control(
             name="no-external-services",
-            description="Only the gateway's entry may be reachable from outside the cluster (NSA: limit exposure).",
+            description="Only the declared entry points may be reachable from outside the cluster (NSA).",
             rules=SERVICE_RULES,
             variables=(),
             validations=(
@@ -480,14 +481,14 @@ def controls(args: AdmissionGuardrailsArgs) -> list[Control]:
                         f"request.namespace in {cel_list(args.gateway_namespaces)}"
                     ),
                     message=(
-                        f"a LoadBalancer or NodePort Service outside the gateway namespaces ({gateways}); use "
+                        f"a LoadBalancer or NodePort Service outside the entry namespaces ({gateways}); use "
                         "ClusterIP and route external traffic through the gateway"
                     ),
                     message_expression=(
                         "'Service ' + (has(object.metadata.name) ? object.metadata.name : '') + ' is of type ' + "
                         "object.spec.type + ' in namespace ' + request.namespace + "
                         + cel_string(
-                            f"; only the gateway namespaces ({gateways}) may expose Services outside the cluster: "
+                            f"; only the entry namespaces ({gateways}) may expose Services outside the cluster: "
                             "use ClusterIP and route external traffic through the gateway"
                         )
                     ),

@@ -1266,6 +1266,16 @@ class PlatformSpec(StrictModel):
         return self
 
     @model_validator(mode="after")
+    def _autoscaling_needs_prometheus(self) -> PlatformSpec:
+        scaled = [f"models[{i}].autoscaling" for i, m in enumerate(self.models) if m.autoscaling.enabled]
+        if scaled and not self.observability.enabled:
+            raise ValueError(
+                f"{', '.join(scaled)}.enabled=true scales on vllm:num_requests_waiting read from the platform's "
+                "Prometheus, but observability.enabled is false; enable observability or turn autoscaling off"
+            )
+        return self
+
+    @model_validator(mode="after")
     def _exceptions_name_our_namespaces(self) -> PlatformSpec:
         ours = {ns.name for _, ns in self.namespaces.items()} | {t.namespace_name for t in self.tenants}
         ours |= {self.gpu_operator.namespace, LOG_SHIPPER_NAMESPACE}

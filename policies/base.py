@@ -57,7 +57,7 @@ CONFIG_PROPERTIES: dict[str, dict[str, Any]] = {
         "type": "array",
         "items": {"type": "string", "minLength": 1},
         "default": [],
-        "description": "Namespaces whose Services may be LoadBalancer or NodePort (the gateway's entry).",
+        "description": "Namespaces whose Services may be LoadBalancer or NodePort (declared entry points).",
     },
     # No schema default for thresholds: the engine would fill it in and hide the profile's value.
     "maxCertificateDays": {"type": "integer", "minimum": 1, "description": "Longest certificate lifetime."},

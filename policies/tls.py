@@ -115,8 +115,8 @@ def exposure(resource_type: str, props: Mapping[str, Any], config: Mapping[str, 
         kind = kind if kind is not None else "LoadBalancer"  # Envoy Gateway's default Service type
     if kind in ("LoadBalancer", "NodePort") and namespace not in allowed:
         return [
-            f"a {kind} Service in namespace {namespace!r} exposes it outside the cluster; only the gateway's entry "
-            f"({', '.join(sorted(allowed)) or 'none declared'}) may"
+            f"a {kind} Service in namespace {namespace!r} exposes it outside the cluster; only the declared entry "
+            f"points ({', '.join(sorted(allowed)) or 'none declared'}) may"
         ]
     return []
 
@@ -235,7 +235,10 @@ TLS_RULES: list[Rule] = [
     ),
     Rule(
         name="no-external-services",
-        description="Only the gateway's entry may be reachable from outside the cluster (LoadBalancer or NodePort).",
+        description=(
+            "Only the declared entry points (the gateway, and Harbor for the nodes and the deploy host) may be "
+            "reachable from outside the cluster (LoadBalancer or NodePort)."
+        ),
         check=exposure,
         resource_types=[SERVICE, ENVOY_PROXY],
         standards=(nsa("Network separation: limit exposure"), owasp("LLM10: Unbounded Consumption")),

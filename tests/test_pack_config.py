@@ -178,3 +178,12 @@ def test_trust_remote_code_needs_the_policy_lowered_explicitly() -> None:
     accepted = parse_platform(raw, "test")
     assert accepted.policy_level("vllm-no-trust-remote-code") == "advisory"
     assert stack_pack_config(accepted)["vllm-no-trust-remote-code"]["enforcementLevel"] == "advisory"
+
+
+def test_autoscaling_without_the_platform_prometheus_is_refused() -> None:
+    raw = yaml.safe_load((ROOT / "stacks" / "Pulumi.finance-prod.yaml").read_text())["config"]["privatellm:platform"]
+    assert any(m.get("autoscaling", {}).get("enabled") for m in raw["models"])
+    raw["observability"] = {**raw.get("observability", {}), "enabled": False}
+    with pytest.raises(StackConfigError) as info:
+        parse_platform(raw, "test")
+    assert any("autoscaling.enabled=true scales on vllm:num_requests_waiting" in p for p in info.value.problems)
