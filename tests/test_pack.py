@@ -56,3 +56,10 @@ def test_compliance_mapping_lists_every_policy() -> None:
     text = (ROOT / "docs" / "compliance.md").read_text()
     missing = [p.name for p in ALL_POLICIES if f"| `{p.name}` |" not in text]
     assert missing == []
+
+
+def test_readme_and_mapping_count_the_controls_the_pack_has() -> None:
+    from policies.registry import ALL_POLICIES
+
+    assert f"a CrossGuard pack of {len(ALL_POLICIES)} controls" in (ROOT / "README.md").read_text()
+    assert f"the {len(ALL_POLICIES)} controls below" in (ROOT / "docs" / "compliance.md").read_text()
