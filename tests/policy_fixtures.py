@@ -104,6 +104,20 @@ def wrap(kind: str, template: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
             "metadata": _meta(kind),
             "spec": {"leaderWorkerTemplate": {"size": 2, "leaderTemplate": t, "workerTemplate": copy.deepcopy(t)}},
         }
+    if kind == "PodTemplate":
+        return "kubernetes:core/v1:PodTemplate", {
+            "apiVersion": "v1",
+            "kind": kind,
+            "metadata": _meta(kind),
+            "template": t,
+        }
+    if kind == "ReplicationController":
+        return "kubernetes:core/v1:ReplicationController", {
+            "apiVersion": "v1",
+            "kind": kind,
+            "metadata": _meta(kind),
+            "spec": {"selector": {"app": "demo"}, "template": t},
+        }
     group = {"Job": "batch/v1"}.get(kind, "apps/v1")
     return f"kubernetes:{group}:{kind}", {
         "apiVersion": group,
@@ -113,7 +127,18 @@ def wrap(kind: str, template: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
     }
 
 
-POD_KINDS = ["Pod", "Deployment", "StatefulSet", "DaemonSet", "ReplicaSet", "Job", "CronJob", "LeaderWorkerSet"]
+POD_KINDS = [
+    "Pod",
+    "PodTemplate",
+    "ReplicationController",
+    "Deployment",
+    "StatefulSet",
+    "DaemonSet",
+    "ReplicaSet",
+    "Job",
+    "CronJob",
+    "LeaderWorkerSet",
+]
 
 
 def violations(

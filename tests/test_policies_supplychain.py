@@ -103,13 +103,14 @@ def test_images_pinned(image: str, fails: bool) -> None:
         ("1.x", True),
     ],
 )
-def test_charts_pinned(version: str | None, fails: bool) -> None:
+@pytest.mark.parametrize("chart_type", ["kubernetes:helm.sh/v4:Chart", "kubernetes:helm.sh/v3:Chart"])
+def test_charts_pinned(version: str | None, fails: bool, chart_type: str) -> None:
     found: list[str] = []
     from pulumi_policy import PolicyCustomTimeouts, PolicyResourceOptions, ResourceValidationArgs
 
     props = {"chart": "harbor", "version": version} if version is not None else {"chart": "harbor"}
     args = ResourceValidationArgs(
-        "kubernetes:helm.sh/v4:Chart",
+        chart_type,
         props,
         "urn:x",
         "x",

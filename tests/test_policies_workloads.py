@@ -309,9 +309,7 @@ def test_secret_env_message_names_container_and_variable() -> None:
 
 
 @pytest.mark.parametrize("namespace", ["default", "kube-system", "kube-public", None])
-@pytest.mark.parametrize(
-    "resource_type", ["kubernetes:apps/v1:Deployment", "kubernetes:core/v1:Service", "kubernetes:core/v1:Secret"]
-)
+@pytest.mark.parametrize("resource_type", sorted(NAMESPACED_TYPES))
 def test_no_system_namespaces(resource_type: str, namespace: str | None) -> None:
     assert resource_type in NAMESPACED_TYPES
     metadata: dict[str, Any] = {"name": "x"}
@@ -382,6 +380,12 @@ def pvc(annotations: dict[str, str] | None) -> dict[str, Any]:
             True,
         ),
         ("kubernetes:helm.sh/v4:Chart", {"chart": "kube-prometheus-stack", "values": {}}, False),
+        ("kubernetes:helm.sh/v3:Chart", {"chart": "harbor", "values": {"persistence": {"resourcePolicy": ""}}}, True),
+        (
+            "kubernetes:helm.sh/v3:Chart",
+            {"chart": "harbor", "values": {"persistence": {"resourcePolicy": "keep"}}},
+            False,
+        ),
         ("kubernetes:core/v1:ConfigMap", {"metadata": {"name": "x"}}, False),
     ],
 )
