@@ -8,6 +8,7 @@ DESIGN.md; `check` (in `infra.checks`) runs the policy pack and schema validatio
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import logging
@@ -390,11 +391,12 @@ def run_program(
     pulumi.runtime.set_all_config(dict(config.values), list(config.secret_keys))
     set_project_dir(config.project_dir)
 
-    def main() -> None:
+    async def main() -> None:
         if program is not None:
             program()
         else:
             runpy.run_path(str(PROGRAM), run_name="__main__")
+        await _drain_outputs()
 
     try:
         _sync_await(run_pulumi_func(main))
@@ -413,6 +415,22 @@ def run_program(
     if duplicates:
         raise OfflineError(config.stack, "two resources create the same Kubernetes object: " + "; ".join(duplicates))
     return recording
+
+
+async def _drain_outputs() -> None:
+    """Wait for every outstanding Output with one gather per generation of outputs. The runtime's own
+    `wait_for_rpcs` waits with `asyncio.wait(FIRST_COMPLETED)` over all pending outputs in a loop, which re-adds a
+    callback to every pending task per completion: quadratic in a big program (100 models: 5.5 s first, 11.7 s from
+    the second run in one process). Failed outputs stay registered, so the runtime still re-raises their errors."""
+    settings = getattr(pulumi.runtime.settings, "SETTINGS", None)
+    if settings is None or not hasattr(settings, "outputs"):
+        return
+    while True:
+        with settings.lock:
+            pending = [task for task in settings.outputs if not task.done()]
+        if not pending:
+            return
+        await asyncio.gather(*pending, return_exceptions=True)
 
 
 def duplicate_objects(recording: Recording) -> list[str]:
