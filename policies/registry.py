@@ -21,7 +21,10 @@ from policies.tls import TLS_RULES
 from policies.workloads import WORKLOAD_RULES
 
 PACK_NAME = "private-llm-baseline"
-PACK_DESCRIPTION = "private-llm compliance baseline: Pod Security Standards restricted, CIS/NSA namespace isolation"
+PACK_DESCRIPTION = (
+    "private-llm compliance baseline: Pod Security Standards restricted, CIS Kubernetes 5, NSA/CISA hardening, "
+    "OWASP Top 10 for LLM Applications, platform rules"
+)
 
 RESOURCE_RULES: list[Rule] = [
     *POD_SECURITY_RULES,
