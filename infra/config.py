@@ -571,6 +571,10 @@ class GpuOperatorSpec(StrictModel):
     driver: Literal["operator", "preinstalled"] = "operator"
     driver_version: Annotated[str, Field(pattern=r"^[0-9]{3}\.[0-9]+(\.[0-9]+)?$")] | None = None
     """Driver the operator installs (`operator`), or the version pre-installed on the nodes (`preinstalled`)."""
+    node_os: Annotated[str, Field(pattern=r"^[a-z][a-z-]*[0-9]+(\.[0-9]+)*$")] | None = None
+    """The GPU nodes' OS as the operator names driver image tags (`<os-release ID><VERSION_ID>`, e.g. ubuntu22.04,
+    ubuntu24.04, rhel9.6): with `driver: operator` the nodes pull `driver:<driver_version>-<node_os>`, which the
+    image inventory and mirror need to know."""
 
     @property
     def driver_branch(self) -> int | None:

@@ -362,6 +362,9 @@ def _registries(spec: PlatformSpec) -> list[tuple[RegistrySpec, bool]]:
     return registries
 
 
+DRIVER_IMAGE = "nvidia-driver"
+
+
 def inventory_of_render(
     spec: PlatformSpec, recording: Any, stack: str | None = None
 ) -> tuple[list[ImageEntry], list[ChartEntry]]:
@@ -402,6 +405,18 @@ def inventory_of_render(
             problems.append(f"image {key!r} is rendered in {len(forms)} different ways: {described}")
             continue
         [((target, digest, bootstrap), refs)] = forms.items()
+        if key == DRIVER_IMAGE and digest is None:
+            # The GPU Operator appends the nodes' OS to the driver tag it is given (controllers/object_controls.go
+            # resolveDriverTag in v26.7.0): what the nodes pull, and what must be mirrored, is <version>-<os>.
+            if spec.gpu_operator.node_os is None:
+                problems.append(
+                    f"gpu_operator.node_os is not set: with driver: operator the GPU Operator pulls "
+                    f"{target}-<os><version> for the nodes' OS (NFD labels feature.node.kubernetes.io/"
+                    "system-os_release.ID and VERSION_ID); set it, e.g. node_os: ubuntu22.04, so that the image the "
+                    "nodes pull is listed, mirrored and locked"
+                )
+                continue
+            target = f"{target}-{spec.gpu_operator.node_os}"
         images.append(
             ImageEntry(
                 key=key,

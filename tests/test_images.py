@@ -50,6 +50,8 @@ def spec_doc(**kw: Any) -> dict[str, Any]:
     doc: dict[str, Any] = {
         "name": "bank",
         "registry": {"host": HOST},
+        # the operator installs the driver: its image tag carries the nodes' OS
+        "gpu_operator": {"node_os": "ubuntu22.04"},
         "node_pools": [
             {"name": "h100", "gpu": "H100-80GB-SXM", "gpus_per_node": 8, "nodes": 2},
             {"name": "l4", "gpu": "L4", "gpus_per_node": 1, "nodes": 2},
@@ -619,18 +621,18 @@ def test_lock_takes_bootstrap_credentials_from_the_environment(
 
 
 def test_lock_checks_but_does_not_pin_a_driver_tag_the_stack_sets(fake_registry: FakeRegistry, tmp_path: Path) -> None:
-    """gpu_operator.driver_version sets the driver's tag: it must be in the registry, but the lock (which records
-    catalog references) cannot pin it, and the program renders it by tag."""
-    doc = small_doc(gpu_operator={"driver": "operator", "driver_version": "580.95.05"})
+    """gpu_operator.driver_version sets the driver's tag, and the operator appends the nodes' OS to it: that image
+    must be in the registry, but the lock (which records catalog references) cannot pin it."""
+    doc = small_doc(gpu_operator={"driver": "operator", "driver_version": "580.95.05", "node_os": "ubuntu22.04"})
     spec = parse_platform(doc)
     images, _ = stack_inventory(spec, tmp_path)
     [driver] = [i for i in images if i.key == "nvidia-driver"]
-    assert driver.upstream == "nvcr.io/nvidia/driver:580.95.05" and not driver.lockable
+    assert driver.upstream == "nvcr.io/nvidia/driver:580.95.05-ubuntu22.04" and not driver.lockable
     for i in images:
         fake_registry.add(i.repository, i.tag)
     digests = lock_stack(spec, tmp_path, fake_registry.url, (USER, PASSWORD))
     assert "nvidia-driver" not in digests and "gpu-operator" in digests
-    assert ("HEAD", f"/v2/{driver.repository}/manifests/580.95.05") in fake_registry.requests
+    assert ("HEAD", f"/v2/{driver.repository}/manifests/580.95.05-ubuntu22.04") in fake_registry.requests
     write_lock(lock_path(tmp_path, "bank"), digests)  # a lock of only catalog references is valid
 
 
@@ -830,3 +832,9 @@ def test_mirror_refuses_duplicate_keys(monkeypatch: pytest.MonkeyPatch) -> None:
     entry = ImageEntry("vllm", "docker.io/vllm/vllm-openai:v1", f"{HOST}/platform/vllm/vllm-openai:v1")
     with pytest.raises(offline.OfflineError, match="catalog keys listed twice: vllm"):
         run_mirror(monkeypatch, [entry, entry])
+
+
+def test_operator_driver_needs_the_nodes_os(tmp_path: Path) -> None:
+    doc = small_doc(gpu_operator={"driver": "operator", "driver_version": "580.95.05"})
+    with pytest.raises(InventoryError, match=r"gpu_operator.node_os is not set: with driver: operator"):
+        stack_inventory(parse_platform(doc), tmp_path)

@@ -160,9 +160,16 @@ def rendered_images(recording: Recording) -> set[str]:
     return found
 
 
+def pulled_by_nodes(found: set[str], name: str) -> set[str]:
+    """The GPU Operator pulls the driver image with the nodes' OS appended to the tag (resolveDriverTag in
+    gpu-operator v26.7.0): that is the image the site must hold."""
+    node_os = spec_of(load_stack_config(ROOT, name)).gpu_operator.node_os
+    return {f"{ref}-{node_os}" if node_os and "/nvidia/driver:" in ref and "@" not in ref else ref for ref in found}
+
+
 def test_every_rendered_image_is_listed_and_nothing_else(stack: tuple[str, Recording, dict[str, Any]]) -> None:
     name, recording, listed = stack
-    found = rendered_images(recording)
+    found = pulled_by_nodes(rendered_images(recording), name)
     pods = {
         c["image"]
         for r in recording.kubernetes_objects()
@@ -239,7 +246,7 @@ def test_chart_images_documents_every_image_a_chart_names(stack: tuple[str, Reco
         if resource.type not in HELM:
             continue
         key = chart_key[chart_of(resource)[0]]
-        named = {key_of[ref] for ref in chart_images(resource.inputs.get("values") or {})}
+        named = {key_of[ref] for ref in pulled_by_nodes(chart_images(resource.inputs.get("values") or {}), name)}
         assert named <= set(CHART_IMAGES[key]), f"{name}: chart {key} names {sorted(named - set(CHART_IMAGES[key]))}"
 
 
