@@ -976,8 +976,22 @@ class BenchmarkSpec(StrictModel):
     output_len: Annotated[int, Field(ge=1)] = 256
 
 
+class PriorityClassSpec(StrictModel):
+    """A PriorityClass the platform creates for model servers (scheduling.k8s.io/v1)."""
+
+    value: Annotated[int, Field(ge=-2_147_483_648, le=1_000_000_000)]
+    """User-defined classes go up to 1e9 (higher values are reserved for system-cluster/node-critical)."""
+    preemption_policy: Literal["PreemptLowerPriority", "Never"] = "PreemptLowerPriority"
+    description: str = "private-llm model servers"
+
+
 class InferenceSpec(StrictModel):
     benchmark: BenchmarkSpec = Field(default_factory=BenchmarkSpec)
+    priority_classes: dict[DnsLabel, PriorityClassSpec] = Field(default_factory=dict)
+    """PriorityClasses the platform creates (cluster-scoped) for `models[].priority_class`."""
+    existing_priority_classes: list[DnsLabel] = Field(default_factory=list)
+    """PriorityClasses the cluster already has and `models[].priority_class` may name (the platform does not manage
+    them; `system-cluster-critical` and `system-node-critical` always exist)."""
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -1267,6 +1281,19 @@ class PlatformSpec(StrictModel):
                 "vllm-no-trust-remote-code refuses; use a model vLLM implements natively, or accept the risk for this "
                 "stack with policy.overrides.vllm-no-trust-remote-code: advisory (the evidence report shows it)"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _priority_classes_exist(self) -> PlatformSpec:
+        known = {*self.inference.priority_classes, *self.inference.existing_priority_classes}
+        known |= {"system-cluster-critical", "system-node-critical"}
+        for i, m in enumerate(self.models):
+            if m.priority_class is not None and m.priority_class not in known:
+                raise ValueError(
+                    f"models[{i}].priority_class={m.priority_class!r} names no PriorityClass the pods could use "
+                    "(the API server would refuse them): declare it in inference.priority_classes (the platform "
+                    "creates it, e.g. {value: 100000}) or list it in inference.existing_priority_classes"
+                )
         return self
 
     @model_validator(mode="after")

@@ -14,6 +14,7 @@ import pulumi_kubernetes as k8s
 from components.gateway import GatewayModel, GatewayTenant, LlmGateway, LlmGatewayArgs
 from components.gpu_pools import EksNodeGroup, GpuNodePool, GpuNodePoolArgs, Taint
 from components.guardrails import AdmissionGuardrails
+from components.labels import standard_labels
 from components.logging import READER_SECRET, WRITER_SECRET, LoggingArgs, LoggingStack
 from components.namespaces import (
     SecureNamespace,
@@ -975,8 +976,23 @@ def build_inference(spec: PlatformSpec, platform: Platform, opts: pulumi.Resourc
     gpu_stack: list[pulumi.Resource] = [*platform.pools.values()]
     if "gpu-operator" in platform.charts:
         gpu_stack.append(platform.charts["gpu-operator"])
+    priority_classes = [
+        k8s.scheduling.v1.PriorityClass(
+            f"priority-{name}",
+            metadata=k8s.meta.v1.ObjectMetaArgs(
+                name=name, labels=standard_labels(name=name, instance=spec.name, component="scheduling")
+            ),
+            value=pc.value,
+            preemption_policy=pc.preemption_policy,
+            global_default=False,
+            description=pc.description,
+            opts=opts,
+        )
+        for name, pc in sorted(spec.inference.priority_classes.items())
+    ]
     model_opts = pulumi.ResourceOptions.merge(
-        after_ns, pulumi.ResourceOptions(depends_on=[*controllers, *gpu_stack, *pull_dependencies(platform)])
+        after_ns,
+        pulumi.ResourceOptions(depends_on=[*controllers, *gpu_stack, *pull_dependencies(platform), *priority_classes]),
     )
     if platform.pki is not None:
         # Prometheus scrapes every model over mTLS with this client certificate (ServiceMonitors read it here).

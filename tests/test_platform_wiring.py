@@ -577,3 +577,48 @@ def test_gpu_pools_without_operator_need_no_registry() -> None:
     recording = run(platform=platform, stack="pools-only")
     assert [r for r in recording.resources if r.type == "privatellm:gpu:GpuNodePool"]
     assert not recording.charts()
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# PriorityClasses: a model's priority_class must exist; declared ones are created before the model servers
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def finance_raw() -> dict[str, Any]:
+    import yaml
+
+    raw: dict[str, Any] = yaml.safe_load((ROOT / "stacks" / "Pulumi.finance-prod.yaml").read_text())["config"][
+        FULL_PLATFORM_KEY
+    ]
+    return raw
+
+
+def test_priority_class_of_a_model_must_be_declared_or_existing() -> None:
+    raw = finance_raw()
+    raw["inference"] = {}
+    with pytest.raises(StackConfigError) as info:
+        parse_platform(raw, "test")
+    assert any(
+        "models[0].priority_class='llm-serving' names no PriorityClass" in p and "inference.priority_classes" in p
+        for p in info.value.problems
+    )
+    raw["inference"] = {"existing_priority_classes": ["llm-serving"]}
+    assert parse_platform(raw, "test").inference.existing_priority_classes == ["llm-serving"]
+    raw["inference"] = {"priority_classes": {"llm-serving": {"value": 2_000_000_000}}}
+    with pytest.raises(StackConfigError):
+        parse_platform(raw, "test")  # above the user-defined maximum (1e9)
+
+
+def test_declared_priority_classes_are_created_before_the_models() -> None:
+    recording, _ = rendered("finance-prod")
+    [pc] = [r for r in recording.kubernetes_objects() if r.kind == "PriorityClass"]
+    assert pc.object_name == "llm-serving" and pc.inputs["value"] == 100000 and pc.inputs["globalDefault"] is False
+    deployments = [
+        r for r in recording.kubernetes_objects() if r.kind == "Deployment" and r.namespace == "llm-inference"
+    ]
+    assert deployments
+    for d in deployments:
+        assert d.inputs["spec"]["template"]["spec"]["priorityClassName"] == "llm-serving"
+    # every model server component waits for the class
+    servers = [r for r in recording.resources if r.type == "privatellm:inference:VllmService"]
+    assert servers and all(pc.urn in r.options.get("dependsOn", []) for r in servers)
