@@ -17,7 +17,8 @@ DEFAULT_PROFILE = "baseline"
 
 # Per profile: longest certificate lifetime and API-key rotation period, shortest audit and application log
 # retention (days). Sources: PCI DSS 4.0 10.5.1 (audit logs kept 12 months), China MLPS level 3 (logs kept at least
-# 6 months), HIPAA 164.312(b) audit controls, NIST SP 800-57 (cryptoperiods), the NSA/CISA guidance on certificates.
+# 6 months), HIPAA 164.312(b) audit controls and 164.316(b)(2) six-year retention, NIST SP 800-57 (cryptoperiods),
+# the NSA/CISA guidance on certificates.
 THRESHOLDS: dict[str, dict[str, int]] = {
     "baseline": {
         "maxCertificateDays": 365,
@@ -31,10 +32,12 @@ THRESHOLDS: dict[str, dict[str, int]] = {
         "minAuditRetentionDays": 365,
         "minAppRetentionDays": 30,
     },
+    # HIPAA 164.316(b)(2)(i): documentation of the required activities is kept six years; audit logs are the
+    # record of access to ePHI, so the healthcare profile keeps them that long.
     "healthcare": {
         "maxCertificateDays": 180,
         "maxKeyRotationDays": 180,
-        "minAuditRetentionDays": 180,
+        "minAuditRetentionDays": 2190,
         "minAppRetentionDays": 30,
     },
     "government": {
