@@ -565,6 +565,15 @@ def images_lock(
         str | None, typer.Option("--registry-url", help="Registry API base URL (default https://<registry.host>).")
     ] = None,
     ca_file: Annotated[Path | None, typer.Option("--ca-file", help="CA bundle that signs the registry.")] = None,
+    bootstrap_registry_url: Annotated[
+        str | None,
+        typer.Option(
+            "--bootstrap-registry-url",
+            help="With a managed Harbor: the bootstrap registry's API base URL, where Harbor's and the PKI's images "
+            "are pulled from (default $PRIVATELLM_BOOTSTRAP_REGISTRY_URL, else "
+            "https://<registry.harbor.bootstrap_registry>).",
+        ),
+    ] = None,
     project_dir: ProjectOption = None,
 ) -> None:
     import os
@@ -575,7 +584,14 @@ def images_lock(
     user, password = os.environ.get("PRIVATELLM_REGISTRY_USERNAME"), os.environ.get("PRIVATELLM_REGISTRY_PASSWORD")
     auth = (user, password) if user and password else None
     try:
-        digests = lock_stack(spec, root, registry_url, auth, ca_file=str(ca_file) if ca_file else None)
+        digests = lock_stack(
+            spec,
+            root,
+            registry_url,
+            auth,
+            ca_file=str(ca_file) if ca_file else None,
+            bootstrap_url=bootstrap_registry_url,
+        )
     except (RegistryError, StackConfigError) as exc:
         raise fail(str(exc)) from None
     path = lock_path(root, stack)

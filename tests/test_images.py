@@ -838,3 +838,30 @@ def test_operator_driver_needs_the_nodes_os(tmp_path: Path) -> None:
     doc = small_doc(gpu_operator={"driver": "operator", "driver_version": "580.95.05"})
     with pytest.raises(InventoryError, match=r"gpu_operator.node_os is not set: with driver: operator"):
         stack_inventory(parse_platform(doc), tmp_path)
+
+
+def test_cli_lock_takes_the_bootstrap_registry_url(
+    fake_registry: FakeRegistry, bootstrap_registry: FakeRegistry, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import yaml
+    from typer.testing import CliRunner
+
+    from infra.cli import app
+    from tests.conftest import ROOT
+
+    (tmp_path / "Pulumi.yaml").write_text((ROOT / "Pulumi.yaml").read_text())
+    (tmp_path / "stacks").mkdir()
+    (tmp_path / "stacks" / "Pulumi.t.yaml").write_text(
+        yaml.safe_dump({"config": {"privatellm:platform": harbor_doc()}})
+    )
+    images, _ = stack_inventory(parse_platform(harbor_doc()), tmp_path)
+    for i in images:
+        (bootstrap_registry if i.bootstrap else fake_registry).add(i.repository, i.tag)
+    monkeypatch.setenv("PRIVATELLM_REGISTRY_USERNAME", USER)
+    monkeypatch.setenv("PRIVATELLM_REGISTRY_PASSWORD", PASSWORD)
+    monkeypatch.delenv("PRIVATELLM_BOOTSTRAP_REGISTRY_URL", raising=False)
+    args = ["images", "lock", "--stack", "t", "--project-dir", str(tmp_path), "--registry-url", fake_registry.url]
+    result = CliRunner().invoke(app, [*args, "--bootstrap-registry-url", bootstrap_registry.url])
+    assert result.exit_code == 0, result.output
+    assert f"locked {len(images)} images" in result.output
+    assert any("/manifests/" in path for _, path in bootstrap_registry.requests)
