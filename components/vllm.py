@@ -719,9 +719,15 @@ class VllmService(pulumi.ComponentResource):
 
     # ------------------------------------------------------------------------------------------------- workloads
 
+    @property
+    def _replicas(self) -> int | None:
+        """With KEDA the autoscaler owns the replica count (its HPA scales the workload): the program leaves
+        spec.replicas unset, so a later `pulumi up` never takes the field back and resets a scaled-out server."""
+        return None if self.args.autoscaling else self.args.replicas
+
     def _deployment(self, name: str) -> k8s.apps.v1.Deployment:
         a = self.args
-        replicas = a.autoscaling.min_replicas if a.autoscaling else a.replicas
+        replicas = self._replicas
         return k8s.apps.v1.Deployment(
             f"{name}-deployment",
             metadata=self.meta(a.name, "server", scanner_skips(a.scanner_skips)),
@@ -754,14 +760,14 @@ class VllmService(pulumi.ComponentResource):
         # Typed Args inside an untyped spec serialise to the same camelCase object a typed resource sends.
         leader = self._template(leader_args, multi_node=True)
         worker = self._template(worker_args, multi_node=True)
-        replicas = a.autoscaling.min_replicas if a.autoscaling else a.replicas
+        replicas = self._replicas
         return k8s.apiextensions.CustomResource(
             f"{name}-lws",
             api_version="leaderworkerset.x-k8s.io/v1",
             kind="LeaderWorkerSet",
             metadata=self.meta(a.name, "server", scanner_skips(a.scanner_skips)),
             spec={
-                "replicas": replicas,
+                **({"replicas": replicas} if replicas is not None else {}),
                 "startupPolicy": "LeaderCreated",
                 "rolloutStrategy": {
                     "type": "RollingUpdate",

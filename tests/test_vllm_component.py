@@ -363,7 +363,9 @@ def test_keda_scales_on_queued_requests() -> None:
         == 'sum(vllm:num_requests_waiting{namespace="llm-inference",model_name="llama-8b"})'
     )
     assert trigger["metadata"]["threshold"] == "5"
-    assert one(rec, "Deployment")["spec"]["replicas"] == 1
+    # KEDA owns the replica count: the program never sets (and so never resets) spec.replicas
+    assert "replicas" not in one(rec, "Deployment")["spec"]
+    assert "replicas" not in one(record(multi(autoscaling=auto)), "LeaderWorkerSet")["spec"]
     assert not [r for r in rec.resources if "HorizontalPodAutoscaler" in r.type]
     lws_scaled = one(record(multi(autoscaling=auto)), "ScaledObject")["spec"]["scaleTargetRef"]
     assert lws_scaled["kind"] == "LeaderWorkerSet"
