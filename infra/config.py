@@ -37,7 +37,7 @@ from pydantic import (
 
 from policies.profiles import LEVELS as PROFILE_LEVELS
 from policies.profiles import THRESHOLDS as PROFILE_THRESHOLDS
-from policies.registry import validate_pack_config
+from policies.registry import merge_pack_config, validate_pack_config
 
 CONFIG_NAMESPACE = "privatellm"
 PLATFORM_KEY = "platform"
@@ -1262,14 +1262,8 @@ class PlatformSpec(StrictModel):
     def policy_level(self, policy: str) -> str:
         """The enforcement level the pack gives `policy` for this stack: the profile's, then policy.overrides."""
         level = PROFILE_LEVELS.get(self.profile, {}).get(policy)
-        value = level.value if level is not None else "mandatory"
-        for key in ("all", policy):
-            override = self.policy.overrides.get(key)
-            if isinstance(override, str):
-                value = override
-            elif isinstance(override, Mapping) and isinstance(override.get("enforcementLevel"), str):
-                value = override["enforcementLevel"]
-        return value
+        base = {policy: {"enforcementLevel": level.value if level is not None else "mandatory"}}
+        return str(merge_pack_config(base, self.policy.overrides)[policy]["enforcementLevel"])
 
     @model_validator(mode="after")
     def _trust_remote_code_is_a_decision(self) -> PlatformSpec:

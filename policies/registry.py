@@ -111,8 +111,11 @@ _POLICY_SCHEMA: dict[str, Any] = {
 }
 
 
+_POLICY_VALIDATOR = Draft7Validator(_POLICY_SCHEMA)
+
+
 def _schema_problems(where: str, value: Any) -> list[str]:
-    validator = Draft7Validator(_POLICY_SCHEMA)
+    validator = _POLICY_VALIDATOR
     problems = []
     for error in sorted(validator.iter_errors(value), key=lambda e: list(e.absolute_path)):
         path = ".".join(str(p) for p in error.absolute_path)

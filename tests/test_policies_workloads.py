@@ -490,3 +490,10 @@ def test_namespace_quota() -> None:
     found = stack_violations("namespace-quota", [namespace("b"), in_namespace("ResourceQuota", "a")])
     assert found == ["namespace 'b' has no ResourceQuota and no LimitRange: its pods' consumption is unbounded"]
     assert stack_violations("namespace-quota", [namespace("b")], exempt_namespaces={"b": "reason"}) == []
+
+
+def test_components_mark_retained_volumes_the_way_the_rule_reads_them() -> None:
+    from components.labels import RETAIN_ANNOTATION as COMPONENT_MARK
+    from components.labels import RETAINED
+
+    assert COMPONENT_MARK == RETAIN_ANNOTATION and RETAINED == {RETAIN_ANNOTATION: "true"}
