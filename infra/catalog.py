@@ -15,7 +15,7 @@ from typing import Any
 from components.vllm import VLLM_VERSION
 from infra.config import PlatformSpec, RegistrySpec
 from infra.observability.ilm import AUDIT_DATASOURCE_UID
-from policies.supplychain import split_image
+from policies.base import split_image
 
 _DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
 

@@ -30,7 +30,7 @@ from infra.platform import stack_pack_config
 from infra.schemas import CrdSchemas, is_builtin, validate_builtin
 from policies.base import Rule, exemption_for, namespace_of
 from policies.inference import RETAIN_ANNOTATION
-from policies.registry import (
+from policies.pack import (
     ALL_STACK_RULES,
     RESOURCE_RULES,
     enforcement_of,

@@ -101,7 +101,7 @@ def _exemptions(items: list[str]) -> dict[str, str]:
 def _policy_overrides(path: Path | None) -> dict[str, Any]:
     if path is None:
         return {}
-    from policies.registry import validate_pack_config
+    from policies.pack import validate_pack_config
 
     try:
         document = yaml.safe_load(path.read_text(encoding="utf-8"))
@@ -288,7 +288,7 @@ def check(
             from infra.evidence import build_evidence, write_evidence
             from infra.offline import stack_file
             from infra.platform import stack_pack_config
-            from policies.registry import merge_pack_config
+            from policies.pack import merge_pack_config
 
             root = project_dir or find_project_dir()
             pack_config = merge_pack_config(stack_pack_config(spec), overrides)

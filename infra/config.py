@@ -35,9 +35,9 @@ from pydantic import (
     model_validator,
 )
 
+from policies.pack import merge_pack_config, validate_pack_config
 from policies.profiles import LEVELS as PROFILE_LEVELS
 from policies.profiles import THRESHOLDS as PROFILE_THRESHOLDS
-from policies.registry import merge_pack_config, validate_pack_config
 
 CONFIG_NAMESPACE = "privatellm"
 PLATFORM_KEY = "platform"

@@ -20,7 +20,7 @@ from typing import Any
 
 from infra.checks import CRD_POLICY, SCHEMA_POLICY, CheckReport, CheckResult
 from policies.base import Rule, StackRule, Standard
-from policies.registry import ALL_POLICIES, PACK_NAME
+from policies.pack import ALL_POLICIES, PACK_NAME
 
 EXEMPT_PREFIX = "exempt: "
 

@@ -17,7 +17,7 @@ import yaml
 from infra.checks import CheckReport, build_report
 from infra.config import DEFAULT_KUBERNETES_VERSION, Profile
 from infra.offline import RecordedResource, Recording
-from policies.registry import merge_pack_config, policy_config, profile_pack_config
+from policies.pack import merge_pack_config, policy_config, profile_pack_config
 
 PROFILES: tuple[str, ...] = get_args(Profile)
 SUFFIXES = (".yaml", ".yml", ".json")

@@ -76,7 +76,7 @@ from infra.guardrails import guardrails_args
 from infra.images import LockError, apply_lock, load_lock, lock_path
 from infra.inference import PlacedModel, charts_needed, plan_models, vllm_service_args
 from infra.observability.ilm import AUDIT_PREFIX, lifecycle_documents
-from policies.registry import merge_pack_config, policy_config, profile_pack_config
+from policies.pack import merge_pack_config, policy_config, profile_pack_config
 
 T = TypeVar("T")
 

@@ -2,7 +2,7 @@
 
 from pulumi_policy import EnforcementLevel, PolicyPack
 
-from policies.registry import ALL_POLICIES, PACK_DESCRIPTION, PACK_NAME
+from policies.pack import ALL_POLICIES, PACK_DESCRIPTION, PACK_NAME
 
 PolicyPack(
     name=PACK_NAME,

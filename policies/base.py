@@ -7,6 +7,7 @@ offline `private-llm check`.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeGuard
@@ -107,6 +108,17 @@ def cis(control: str) -> Standard:
 
 def nsa(section: str) -> Standard:
     return Standard(NSA, NSA_VERSION, section)
+
+
+OWASP_LLM = "OWASP Top 10 for LLM Applications"
+
+
+def owasp(item: str) -> Standard:
+    return Standard(OWASP_LLM, "2025", item)
+
+
+def hipaa(section: str) -> Standard:
+    return Standard("HIPAA Security Rule", "45 CFR 164", section)
 
 
 def minor_of(config: Mapping[str, Any]) -> int:
@@ -295,3 +307,40 @@ def containers(spec: Mapping[str, Any]) -> Iterator[tuple[str, Mapping[str, Any]
 
 def where_prefix(template: PodTemplate) -> str:
     return f"{template.where}: " if template.where else ""
+
+
+def split_image(image: str) -> tuple[str, str, str | None, str | None]:
+    """(registry host, repository path, tag, digest) of an image reference, Docker's rules for the host."""
+    digest = None
+    if "@" in image:
+        image, digest = image.split("@", 1)
+    first, _, rest = image.partition("/")
+    if rest and ("." in first or ":" in first or first == "localhost"):
+        host, path = first, rest
+    else:
+        host, path = "docker.io", image
+    tag = None
+    last = path.rsplit("/", 1)[-1]
+    if ":" in last:
+        path, tag = path.rsplit(":", 1)
+    return host, path, tag, digest
+
+
+_SERVE = re.compile(r"(^|\s|/)vllm(\s+|$)")
+
+
+def is_vllm_server(c: Mapping[str, Any]) -> bool:
+    """A container that runs the vLLM OpenAI server (`vllm serve`), not a benchmark or another tool."""
+    command = [str(x) for x in c.get("command") or []] + [str(x) for x in c.get("args") or []]
+    joined = " ".join(command)
+    return bool(_SERVE.search(joined)) and "serve" in command and "bench" not in command
+
+
+def flag_value(args: list[str], name: str) -> str | None:
+    """The value of `--name VALUE` or `--name=VALUE` in an argument list, else None."""
+    for i, arg in enumerate(args):
+        if arg == name and i + 1 < len(args):
+            return args[i + 1]
+        if arg.startswith(name + "="):
+            return arg.split("=", 1)[1]
+    return None

@@ -13,8 +13,7 @@ from typing import Any
 
 from pulumi_policy import PolicyResource, Severity, StackValidationArgs
 
-from policies.base import StackRule, exemption_for, get_path, nsa
-from policies.supplychain import owasp
+from policies.base import StackRule, exemption_for, get_path, nsa, owasp
 
 HTTP_ROUTE = "kubernetes:gateway.networking.k8s.io/v1:HTTPRoute"
 AI_GATEWAY_ROUTES = (

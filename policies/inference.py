@@ -21,13 +21,15 @@ from policies.base import (
     StackRule,
     containers,
     exemption_for,
+    flag_value,
     get_path,
+    hipaa,
+    is_vllm_server,
     nsa,
+    owasp,
     pod_templates,
     where_prefix,
 )
-from policies.supplychain import owasp
-from policies.tls import _flag, _is_vllm_server, hipaa
 
 # Environment that turns vLLM's usage statistics off (vllm/usage/usage_lib.py reads both).
 TELEMETRY_OFF = {"VLLM_NO_USAGE_STATS": "1", "DO_NOT_TRACK": "1"}
@@ -43,7 +45,7 @@ RETAIN_ANNOTATION = "privatellm.io/retain-on-delete"
 def _vllm_servers(resource_type: str, props: Mapping[str, Any]) -> Iterator[tuple[PodTemplate, str, Mapping[str, Any]]]:
     for template in pod_templates(resource_type, props):
         for label, c in containers(template.spec):
-            if _is_vllm_server(c):
+            if is_vllm_server(c):
                 yield template, label, c
 
 
@@ -84,7 +86,7 @@ def bounded_context(resource_type: str, props: Mapping[str, Any], config: Mappin
     for t, label, c in _vllm_servers(resource_type, props):
         if "--headless" in _arguments(c):
             continue  # workers take the leader's limits
-        if _flag(_arguments(c), "--max-model-len") is None:
+        if flag_value(_arguments(c), "--max-model-len") is None:
             out.append(
                 f"{where_prefix(t)}{label} has no --max-model-len: the context (and the memory a request may take) "
                 "is whatever the model's config allows"
@@ -142,7 +144,7 @@ def data_volumes_retained(resource_type: str, props: Mapping[str, Any], config: 
 def weights_verified(resource_type: str, props: Mapping[str, Any], config: Mapping[str, Any]) -> list[str]:
     out = []
     for template in pod_templates(resource_type, props):
-        servers = [label for label, c in containers(template.spec) if _is_vllm_server(c)]
+        servers = [label for label, c in containers(template.spec) if is_vllm_server(c)]
         if not servers:
             continue
         verifies = any(

@@ -7,8 +7,7 @@ from typing import Any
 
 from pulumi_policy import PolicyResource, Severity, StackValidationArgs
 
-from policies.base import Rule, StackRule, cis, exemption_for, get_path, minor_of, nsa
-from policies.supplychain import owasp
+from policies.base import Rule, StackRule, cis, exemption_for, get_path, minor_of, nsa, owasp
 
 NAMESPACE = "kubernetes:core/v1:Namespace"
 NETWORK_POLICY = "kubernetes:networking.k8s.io/v1:NetworkPolicy"

@@ -14,9 +14,8 @@ from typing import Any
 
 from pulumi_policy import Severity
 
-from policies.base import Rule, Standard, get_path, nsa
+from policies.base import Rule, Standard, get_path, hipaa, nsa
 from policies.profiles import threshold
-from policies.tls import hipaa
 
 CONFIG_MAP = "kubernetes:core/v1:ConfigMap"
 CHART = "kubernetes:helm.sh/v4:Chart"

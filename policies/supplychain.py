@@ -12,34 +12,20 @@ from typing import Any
 
 from pulumi_policy import Severity
 
-from policies.base import POD_TYPES, Rule, Standard, cis, containers, nsa, pod_templates, where_prefix
-
-OWASP_LLM = "OWASP Top 10 for LLM Applications"
-
-
-def owasp(item: str) -> Standard:
-    return Standard(OWASP_LLM, "2025", item)
-
+from policies.base import (
+    POD_TYPES,
+    Rule,
+    cis,
+    containers,
+    nsa,
+    owasp,
+    pod_templates,
+    split_image,
+    where_prefix,
+)
 
 _DIGEST = re.compile(r"@sha256:[0-9a-f]{64}$")
 _SEMVER_RANGE = re.compile(r"[\^~*xX<>=|]|\s|^$")
-
-
-def split_image(image: str) -> tuple[str, str, str | None, str | None]:
-    """(registry host, repository path, tag, digest) of an image reference, Docker's rules for the host."""
-    digest = None
-    if "@" in image:
-        image, digest = image.split("@", 1)
-    first, _, rest = image.partition("/")
-    if rest and ("." in first or ":" in first or first == "localhost"):
-        host, path = first, rest
-    else:
-        host, path = "docker.io", image
-    tag = None
-    last = path.rsplit("/", 1)[-1]
-    if ":" in last:
-        path, tag = path.rsplit(":", 1)
-    return host, path, tag, digest
 
 
 def _images(resource_type: str, props: Mapping[str, Any]) -> list[tuple[str, str]]:

@@ -17,16 +17,18 @@ from pulumi_policy import Severity
 from policies.base import (
     POD_TYPES,
     Rule,
-    Standard,
     containers,
+    flag_value,
     get_path,
+    hipaa,
+    is_vllm_server,
     namespace_of,
     nsa,
+    owasp,
     pod_templates,
     where_prefix,
 )
 from policies.profiles import threshold
-from policies.supplychain import owasp
 
 GATEWAY_TYPES = (
     "kubernetes:gateway.networking.k8s.io/v1:Gateway",
@@ -38,10 +40,6 @@ ENVOY_PROXY = "kubernetes:gateway.envoyproxy.io/v1alpha1:EnvoyProxy"
 CERTIFICATE = "kubernetes:cert-manager.io/v1:Certificate"
 ROTATING = "time:index/rotating:Rotating"
 RANDOM_PASSWORD = "random:index/randomPassword:RandomPassword"
-
-
-def hipaa(section: str) -> Standard:
-    return Standard("HIPAA Security Rule", "45 CFR 164", section)
 
 
 def tls_listeners(resource_type: str, props: Mapping[str, Any], config: Mapping[str, Any]) -> list[str]:
@@ -67,35 +65,17 @@ def tls_listeners(resource_type: str, props: Mapping[str, Any], config: Mapping[
     return out
 
 
-_SERVE = re.compile(r"(^|\s|/)vllm(\s+|$)")
-
-
-def _is_vllm_server(c: Mapping[str, Any]) -> bool:
-    command = [str(x) for x in c.get("command") or []] + [str(x) for x in c.get("args") or []]
-    joined = " ".join(command)
-    return bool(_SERVE.search(joined)) and "serve" in command and "bench" not in command
-
-
-def _flag(args: list[str], name: str) -> str | None:
-    for i, arg in enumerate(args):
-        if arg == name and i + 1 < len(args):
-            return args[i + 1]
-        if arg.startswith(name + "="):
-            return arg.split("=", 1)[1]
-    return None
-
-
 def vllm_mtls(resource_type: str, props: Mapping[str, Any], config: Mapping[str, Any]) -> list[str]:
     out = []
     for template in pod_templates(resource_type, props):
         for label, c in containers(template.spec):
-            if not _is_vllm_server(c):
+            if not is_vllm_server(c):
                 continue
             args = [str(x) for x in [*(c.get("command") or []), *(c.get("args") or [])]]
             if "--headless" in args:
                 continue  # multi-node workers serve no API
-            problems = [f for f in ("--ssl-certfile", "--ssl-keyfile", "--ssl-ca-certs") if _flag(args, f) is None]
-            if _flag(args, "--ssl-cert-reqs") != "2":
+            problems = [f for f in ("--ssl-certfile", "--ssl-keyfile", "--ssl-ca-certs") if flag_value(args, f) is None]
+            if flag_value(args, "--ssl-cert-reqs") != "2":
                 problems.append("--ssl-cert-reqs 2")
             if problems:
                 out.append(

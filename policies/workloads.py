@@ -24,10 +24,10 @@ from policies.base import (
     get_path,
     namespace_of,
     nsa,
+    owasp,
     pod_templates,
     where_prefix,
 )
-from policies.supplychain import owasp
 
 GPU_RESOURCES = ("nvidia.com/gpu", "amd.com/gpu")
 MIN_UID = 10000

@@ -9,7 +9,7 @@ from typing import Any
 from pulumi_policy import PolicyCustomTimeouts, PolicyResource, PolicyResourceOptions, ResourceValidationArgs
 
 from policies.base import Rule
-from policies.registry import policy_config
+from policies.pack import policy_config
 
 
 def good_container(name: str = "app") -> dict[str, Any]:

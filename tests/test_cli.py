@@ -126,7 +126,7 @@ def test_doctor_reports_an_unreachable_cluster_with_the_fix(tmp_path: Path, monk
 
 
 def test_policy_config_for_the_real_engine_carries_version_and_exemptions() -> None:
-    from policies.registry import ALL_POLICIES
+    from policies.pack import ALL_POLICIES
 
     result = runner.invoke(app, ["policy-config", "--stack", "finance-prod", "--project-dir", str(ROOT)])
     assert result.exit_code == 0, result.output

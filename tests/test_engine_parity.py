@@ -24,7 +24,7 @@ from pulumi_policy.policy import _PolicyAnalyzerServicer
 from infra.checks import CRD_POLICY, SCHEMA_POLICY, build_report, spec_of
 from infra.offline import Recording, available_stacks, load_stack_config, run_program
 from infra.platform import stack_pack_config
-from policies.registry import ALL_POLICIES, PACK_NAME
+from policies.pack import ALL_POLICIES, PACK_NAME
 from tests.conftest import ROOT
 from tests.test_mutations import MUTATIONS
 

@@ -16,7 +16,7 @@ from infra.cli import app
 from infra.evidence import build_evidence, to_html, to_markdown, write_evidence
 from infra.offline import load_stack_config, run_program, stack_file
 from infra.platform import stack_pack_config
-from policies.registry import ALL_POLICIES
+from policies.pack import ALL_POLICIES
 from tests.conftest import ROOT
 
 WHEN = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)

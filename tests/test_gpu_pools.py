@@ -13,7 +13,7 @@ from infra.checks import check_recording, run_resource_rules
 from infra.config import RegistrySpec, parse_platform
 from infra.gpu_stack import driver_problem, instance_problem, mig_problem, required_driver_branch
 from infra.offline import OfflineError, Recording, config_from_mapping, run_program
-from policies.registry import policy_config
+from policies.pack import policy_config
 from tests.conftest import ROOT, run
 
 REGISTRY = RegistrySpec(host="harbor.bank.internal")

@@ -17,9 +17,8 @@ import pytest
 from infra.checks import CheckResult, run_resource_rules, run_stack_rules, spec_of
 from infra.offline import RecordedResource, Recording, available_stacks, load_stack_config, run_program
 from infra.platform import stack_pack_config
-from policies.base import POD_TYPES, minor_of
-from policies.registry import ALL_POLICIES, ALL_STACK_RULES, RESOURCE_RULES
-from policies.tls import _is_vllm_server
+from policies.base import POD_TYPES, is_vllm_server, minor_of
+from policies.pack import ALL_POLICIES, ALL_STACK_RULES, RESOURCE_RULES
 from tests.conftest import ROOT
 
 STACKS = available_stacks(ROOT)
@@ -45,7 +44,7 @@ def first_container(props: Props) -> Props:
 
 
 def vllm_container(props: Props) -> Props:
-    return next(c for t in templates(props) for c in t["containers"] if _is_vllm_server(c))
+    return next(c for t in templates(props) for c in t["containers"] if is_vllm_server(c))
 
 
 def pod(mutate: Callable[[Props], Any]) -> Callable[[Props], None]:

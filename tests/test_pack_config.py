@@ -17,8 +17,7 @@ from infra.config import Profile, StackConfigError, parse_platform
 from infra.offline import Recording, load_stack_config, run_program
 from infra.platform import stack_pack_config
 from policies.base import CONFIG_PROPERTIES
-from policies.profiles import LEVELS, PROFILES, THRESHOLDS, threshold
-from policies.registry import (
+from policies.pack import (
     ALL_POLICIES,
     level_for,
     merge_pack_config,
@@ -26,6 +25,7 @@ from policies.registry import (
     profile_pack_config,
     validate_pack_config,
 )
+from policies.profiles import LEVELS, PROFILES, THRESHOLDS, threshold
 from policies.tls import TLS_RULES
 from tests.conftest import ROOT
 from tests.policy_fixtures import violations

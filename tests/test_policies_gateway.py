@@ -8,7 +8,7 @@ import pytest
 from pulumi_policy import PolicyResource, StackValidationArgs
 
 from policies.gateway import AI_GATEWAY_ROUTES, GATEWAY_STACK_RULES, HTTP_ROUTE
-from policies.registry import policy_config
+from policies.pack import policy_config
 from policies.supplychain import HARBOR_PROJECT, SUPPLY_CHAIN_RULES
 from tests.policy_fixtures import policy_resource as resource
 from tests.policy_fixtures import violations

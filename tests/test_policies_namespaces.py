@@ -7,7 +7,7 @@ from typing import Any
 from pulumi_policy import PolicyCustomTimeouts, PolicyResource, PolicyResourceOptions, StackValidationArgs
 
 from policies.namespaces import NAMESPACE_RULES, STACK_RULES, is_default_deny
-from policies.registry import policy_config
+from policies.pack import policy_config
 from tests.policy_fixtures import violations
 
 PSA_RULE = NAMESPACE_RULES[0]

@@ -6,7 +6,8 @@ from typing import Any
 
 import pytest
 
-from policies.supplychain import SUPPLY_CHAIN_RULES, split_image
+from policies.base import split_image
+from policies.supplychain import SUPPLY_CHAIN_RULES
 from tests.policy_fixtures import POD_KINDS, good_template, violations, wrap
 
 RULES = {r.name: r for r in SUPPLY_CHAIN_RULES}
@@ -26,7 +27,7 @@ def check(rule: str, image: str, kind: str = "Deployment", **config: Any) -> lis
     found: list[str] = []
     from pulumi_policy import PolicyCustomTimeouts, PolicyResourceOptions, ResourceValidationArgs
 
-    from policies.registry import policy_config
+    from policies.pack import policy_config
 
     args = ResourceValidationArgs(
         resource_type,

@@ -91,7 +91,7 @@ def test_exposure(kind: str, namespace: str, fails: bool) -> None:
     service = {"metadata": {"name": "s", "namespace": namespace}, "spec": {"type": kind}}
     from pulumi_policy import PolicyCustomTimeouts, PolicyResourceOptions, ResourceValidationArgs
 
-    from policies.registry import policy_config
+    from policies.pack import policy_config
 
     found: list[str] = []
     config = policy_config(gateway_namespaces=["llm-gateway"])

@@ -11,7 +11,7 @@ from pulumi_policy import PolicyResource, StackValidationArgs
 
 from policies.inference import INFERENCE_RULES, INFERENCE_STACK_RULES, RETAIN_ANNOTATION
 from policies.namespaces import STACK_RULES
-from policies.registry import RESOURCE_RULES, policy_config
+from policies.pack import RESOURCE_RULES, policy_config
 from policies.workloads import NAMESPACED_TYPES, SERVER_TYPES, WORKLOAD_RULES
 from tests.policy_fixtures import POD_KINDS, good_template, violations, vllm_template, wrap
 from tests.policy_fixtures import policy_resource as resource

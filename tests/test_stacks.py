@@ -13,7 +13,7 @@ from infra.checks import CRD_POLICY, SCHEMA_POLICY, check_recording, spec_of
 from infra.config import PROFILE_MIN_AUDIT_RETENTION_DAYS, qualified_key
 from infra.inference import stack_plans
 from infra.offline import Recording, available_stacks, load_stack_config, run_program
-from policies.registry import ALL_POLICIES
+from policies.pack import ALL_POLICIES
 from tests.conftest import ROOT, STACKS
 
 STACK_NAMES = available_stacks(ROOT)

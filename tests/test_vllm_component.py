@@ -24,7 +24,7 @@ from components.vllm_flags import is_vllm_flag
 from infra.checks import run_resource_rules, validate_schemas
 from infra.offline import RecordedResource, Recording
 from policies.base import pod_templates
-from policies.registry import policy_config
+from policies.pack import policy_config
 from tests.conftest import run
 
 SHA = "ab" * 32
