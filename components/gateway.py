@@ -29,9 +29,9 @@ import pulumi_kubernetes as k8s
 import pulumi_random as random
 import pulumiverse_time as time
 
+from components.base import check_dns_label
 from components.labels import standard_labels
 
-_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 TENANT_HEADER = "x-privatellm-tenant"
 RULES_PER_ROUTE = 15
 """An AIGatewayRoute holds at most 15 rules (`spec.rules` maxItems in the v1beta1 CRD): one rule per model."""
@@ -102,8 +102,7 @@ class LlmGatewayArgs:
 
     def __post_init__(self) -> None:
         for what, value in (("namespace", self.namespace), ("instance", self.instance)):
-            if not _DNS_LABEL.match(value):
-                raise ValueError(f"{what}={value!r} is not a DNS-1123 label")
+            check_dns_label(what, value)
         if not self.models:
             raise ValueError("models is empty: the gateway routes to at least one model")
         if self.rotation_days < 2:

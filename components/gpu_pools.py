@@ -16,7 +16,6 @@ that inference components schedule against.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
@@ -24,7 +23,8 @@ from typing import Literal
 import pulumi
 import pulumi_kubernetes as k8s
 
-_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+from components.base import check_dns_label
+
 EKS_EFFECT = {"NoSchedule": "NO_SCHEDULE", "PreferNoSchedule": "PREFER_NO_SCHEDULE", "NoExecute": "NO_EXECUTE"}
 
 
@@ -85,8 +85,7 @@ class GpuNodePoolArgs:
     extra_tolerations: Sequence[Mapping[str, str]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        if len(self.name) > 40 or not _DNS_LABEL.match(self.name):
-            raise ValueError(f"name={self.name!r} is not a DNS-1123 label of at most 40 characters")
+        check_dns_label("name", self.name, max_length=40)
         if self.gpus_per_node < 1 or self.nodes < 1:
             raise ValueError("gpus_per_node and nodes must be at least 1")
         if self.eks is not None and self.node_names:

@@ -71,6 +71,7 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_kubernetes as k8s
 
+from components.base import check_dns_label
 from components.labels import PART_OF, standard_labels
 
 VALIDATION_ACTIONS = ("Deny", "Warn", "Audit")
@@ -83,7 +84,6 @@ deleted, a label added by a controller) must not be refused because of an object
 ARGV_LIMIT = 128
 """The longest vLLM command line (command + args) whose flags the policy can verify."""
 
-_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 # A registry host must be unambiguous in an image reference: Docker takes the first path component as the host only
 # if it has a dot or a port or is localhost (otherwise `foo/bar` means docker.io/foo/bar).
 _REGISTRY = re.compile(r"^(localhost|[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)+)(:[0-9]{1,5})?$")
@@ -93,11 +93,6 @@ _LABEL_VALUE = re.compile(r"^([A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?)?$")
 PUBLIC_REGISTRIES = frozenset(
     {"docker.io", "index.docker.io", "registry-1.docker.io", "quay.io", "ghcr.io", "nvcr.io", "registry.k8s.io"}
 )
-
-
-def _check_dns_label(value: str, what: str) -> None:
-    if not isinstance(value, str) or len(value) > 63 or not _DNS_LABEL.match(value):
-        raise ValueError(f"{what}={value!r} is not a DNS-1123 label (lower-case letters, digits, '-', at most 63)")
 
 
 def _check_label_name(value: str, what: str) -> None:
@@ -124,7 +119,7 @@ class AdmissionGuardrailsArgs:
     validation_actions: Sequence[str] = ("Deny", "Audit")
 
     def __post_init__(self) -> None:
-        _check_dns_label(self.instance, "instance")
+        check_dns_label("instance", self.instance)
         if isinstance(self.allowed_registries, str):
             raise ValueError("allowed_registries must be a list of registry hosts, not one string")
         if not self.allowed_registries:
@@ -148,7 +143,7 @@ class AdmissionGuardrailsArgs:
         if isinstance(self.gateway_namespaces, str):
             raise ValueError("gateway_namespaces must be a list of namespace names, not one string")
         for i, ns in enumerate(self.gateway_namespaces):
-            _check_dns_label(ns, f"gateway_namespaces[{i}]")
+            check_dns_label(f"gateway_namespaces[{i}]", ns)
         if self.namespace_labels is not None:
             if not self.namespace_labels:
                 raise ValueError(
@@ -167,7 +162,7 @@ class AdmissionGuardrailsArgs:
         if isinstance(self.excluded_namespaces, str):
             raise ValueError("excluded_namespaces must be a list of namespace names, not one string")
         for i, ns in enumerate(self.excluded_namespaces):
-            _check_dns_label(ns, f"excluded_namespaces[{i}]")
+            check_dns_label(f"excluded_namespaces[{i}]", ns)
             if ns in self.gateway_namespaces:
                 raise ValueError(
                     f"excluded_namespaces[{i}]={ns!r} is also a gateway namespace: a gateway namespace is guarded"

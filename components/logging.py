@@ -15,7 +15,6 @@
 from __future__ import annotations
 
 import hashlib
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -25,9 +24,9 @@ import pulumi_kubernetes as k8s
 import pulumi_random as random
 
 from components import assets
+from components.base import RESTRICTED_CONTAINER, check_dns_label, pull_secret_refs
 from components.labels import scanner_skips, standard_labels
 
-_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 WRITER_USER = "privatellm-log-writer"
 MONITOR_USER = "privatellm-monitor"
 WRITER_SECRET = "elasticsearch-log-writer"
@@ -48,12 +47,9 @@ privatellm_audit_reader:
     - names: ["privatellm-audit-*"]
       privileges: ["read", "view_index_metadata"]
 """
-RESTRICTED_CONTAINER = {
-    "allowPrivilegeEscalation": False,
-    "capabilities": {"drop": ["ALL"]},
-    "runAsNonRoot": True,
-    "seccompProfile": {"type": "RuntimeDefault"},
-}
+# The Elasticsearch container leaves readOnlyRootFilesystem to ECK's default for the stack version (the pack's
+# read-only-root-filesystem rule judges pod templates, not the Elasticsearch resource's podTemplate).
+WRITABLE_ROOT_CONTAINER = {k: v for k, v in RESTRICTED_CONTAINER.items() if k != "readOnlyRootFilesystem"}
 
 
 # elasticsearch_exporter v1.9.0 reads credentials only from ES_USERNAME/ES_PASSWORD or the URI (no file option).
@@ -93,8 +89,7 @@ class LoggingArgs:
             ("shipper_namespace", self.shipper_namespace),
             ("reader_namespace", self.reader_namespace or "unset"),
         ):
-            if not _DNS_LABEL.match(value):
-                raise ValueError(f"{what}={value!r} is not a DNS-1123 label")
+            check_dns_label(what, value)
         for skips in self.image_scanner_skips.values():
             scanner_skips(skips)
         if self.nodes < 1:
@@ -217,7 +212,7 @@ class LoggingStack(pulumi.ComponentResource):
                                 "containers": [
                                     {
                                         "name": "elasticsearch",
-                                        "securityContext": RESTRICTED_CONTAINER,
+                                        "securityContext": WRITABLE_ROOT_CONTAINER,
                                         "resources": {
                                             "requests": {"cpu": "1", "memory": "4Gi"},
                                             "limits": {"cpu": "4", "memory": "4Gi"},
@@ -252,7 +247,7 @@ class LoggingStack(pulumi.ComponentResource):
                         "containers": [
                             {
                                 "name": "kibana",
-                                "securityContext": {**RESTRICTED_CONTAINER, "readOnlyRootFilesystem": True},
+                                "securityContext": RESTRICTED_CONTAINER,
                                 "resources": {
                                     "requests": {"cpu": "500m", "memory": "1Gi"},
                                     "limits": {"cpu": "2", "memory": "2Gi"},
@@ -264,11 +259,11 @@ class LoggingStack(pulumi.ComponentResource):
             },
             opts=pulumi.ResourceOptions(parent=self, depends_on=[self.elasticsearch]),
         )
-        self.lifecycle_job = self._lifecycle(name, meta, pulls)
-        self._exporter(name, meta, pulls)
+        self.lifecycle_job = self._lifecycle(name, meta)
+        self._exporter(name, meta)
         self.register_outputs({"elasticsearch": a.url, "writerSecret": WRITER_SECRET})
 
-    def _lifecycle(self, name: str, meta: Any, pulls: list[dict[str, str]]) -> k8s.batch.v1.Job:
+    def _lifecycle(self, name: str, meta: Any) -> k8s.batch.v1.Job:
         a = self.args
         digest = hashlib.sha256("".join(f"{k}{v}" for k, v in sorted(a.lifecycle_documents.items())).encode())
         suffix = digest.hexdigest()[:8]
@@ -298,8 +293,7 @@ class LoggingStack(pulumi.ComponentResource):
                     spec=k8s.core.v1.PodSpecArgs(
                         restart_policy="OnFailure",
                         automount_service_account_token=False,
-                        image_pull_secrets=[k8s.core.v1.LocalObjectReferenceArgs(name=p["name"]) for p in pulls]
-                        or None,
+                        image_pull_secrets=pull_secret_refs(a.image_pull_secrets) or None,
                         security_context=k8s.core.v1.PodSecurityContextArgs(
                             run_as_non_root=True,
                             run_as_user=10001,
@@ -366,7 +360,7 @@ class LoggingStack(pulumi.ComponentResource):
             opts=pulumi.ResourceOptions(parent=self, depends_on=[documents, self.elasticsearch]),
         )
 
-    def _exporter(self, name: str, meta: Any, pulls: list[dict[str, str]]) -> None:
+    def _exporter(self, name: str, meta: Any) -> None:
         a = self.args
         labels = standard_labels(name=f"{a.cluster}-exporter", instance=a.instance, component="metrics")
         selector = {"app.kubernetes.io/name": f"{a.cluster}-exporter", "app.kubernetes.io/instance": a.instance}
@@ -384,8 +378,7 @@ class LoggingStack(pulumi.ComponentResource):
                     metadata=k8s.meta.v1.ObjectMetaArgs(labels=labels),
                     spec=k8s.core.v1.PodSpecArgs(
                         automount_service_account_token=False,
-                        image_pull_secrets=[k8s.core.v1.LocalObjectReferenceArgs(name=p["name"]) for p in pulls]
-                        or None,
+                        image_pull_secrets=pull_secret_refs(a.image_pull_secrets) or None,
                         security_context=k8s.core.v1.PodSecurityContextArgs(
                             run_as_non_root=True,
                             run_as_user=65534,

@@ -22,19 +22,14 @@ from typing import Any
 import pulumi
 import pulumi_kubernetes as k8s
 
+from components.base import check_dns_label
 from components.labels import standard_labels
 
 PSA_LEVELS = ("restricted", "baseline", "privileged")
-_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 _VERSION = re.compile(r"^1\.\d+$")
 ALL_VERBS = ["get", "list", "watch", "create", "update", "patch", "delete", "deletecollection"]
 READ_VERBS = ["get", "list", "watch"]
 WRITE_VERBS = ["create", "update", "patch"]
-
-
-def _check_label(value: str, what: str) -> None:
-    if len(value) > 63 or not _DNS_LABEL.match(value):
-        raise ValueError(f"{what}={value!r} is not a DNS-1123 label (lower-case letters, digits, '-', at most 63)")
 
 
 @dataclass(frozen=True)
@@ -67,9 +62,9 @@ class SecureNamespaceArgs:
     egress_ports: Sequence[int] = (443,)
 
     def __post_init__(self) -> None:
-        _check_label(self.name, "name")
-        _check_label(self.instance, "instance")
-        _check_label(self.dns_namespace, "dns_namespace")
+        check_dns_label("name", self.name)
+        check_dns_label("instance", self.instance)
+        check_dns_label("dns_namespace", self.dns_namespace)
         if not _VERSION.match(self.kubernetes_version):
             raise ValueError(f"kubernetes_version={self.kubernetes_version!r} must look like '1.31'")
         if self.pod_security_level not in PSA_LEVELS:
@@ -91,7 +86,7 @@ class SecureNamespaceArgs:
         if not self.dns_pod_labels:
             raise ValueError("dns_pod_labels is empty: the DNS allow rule must select the resolver pods")
         for role, groups in self.role_bindings.items():
-            _check_label(role, "role_bindings key")
+            check_dns_label("role_bindings key", role)
             if any(not g.strip() for g in groups):
                 raise ValueError(f"role_bindings[{role!r}] contains an empty group name")
 
@@ -423,7 +418,7 @@ class TenantRolesArgs:
     instance: str
 
     def __post_init__(self) -> None:
-        _check_label(self.instance, "instance")
+        check_dns_label("instance", self.instance)
 
 
 class TenantRoles(pulumi.ComponentResource):

@@ -8,7 +8,6 @@ given, and one ConfigMap per dashboard for Grafana's sidecar.
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -17,9 +16,9 @@ import pulumi
 import pulumi_kubernetes as k8s
 import pulumi_random as random
 
+from components.base import check_dns_label
 from components.labels import standard_labels
 
-_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 GRAFANA_ADMIN_SECRET = "grafana-admin"
 
 
@@ -37,8 +36,7 @@ class MonitoringArgs:
     """Dashboard file name → Grafana JSON model (string)."""
 
     def __post_init__(self) -> None:
-        if not _DNS_LABEL.match(self.namespace):
-            raise ValueError(f"namespace={self.namespace!r} is not a DNS-1123 label")
+        check_dns_label("namespace", self.namespace)
         for name, text in self.dashboards.items():
             if not name.endswith(".json"):
                 raise ValueError(f"dashboard {name!r} must be a .json file name")

@@ -12,7 +12,6 @@ and client certificates with the profile's lifetime, renewal window and private-
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -20,9 +19,9 @@ from typing import Any, Literal
 import pulumi
 import pulumi_kubernetes as k8s
 
+from components.base import check_dns_label
 from components.labels import standard_labels
 
-_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 TRUST_BUNDLE_KEY = "ca.crt"
 CERT_MANAGER_GROUP = "cert-manager.io"
 
@@ -60,8 +59,7 @@ class PkiArgs:
     vault: VaultIssuer | None = None
 
     def __post_init__(self) -> None:
-        if not _DNS_LABEL.match(self.namespace):
-            raise ValueError(f"namespace={self.namespace!r} is not a DNS-1123 label")
+        check_dns_label("namespace", self.namespace)
         if self.duration_hours < 24:
             raise ValueError(f"duration_hours={self.duration_hours}: certificates live at least a day")
         if self.mode == "enterprise":

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import base64
 import json
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -27,9 +26,9 @@ import pulumi_kubernetes as k8s
 import pulumi_random as random
 import pulumiverse_harbor as harbor
 
+from components.base import check_dns_label
 from components.labels import RETAINED, standard_labels
 
-_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 SEVERITIES = ("critical", "high", "medium", "low", "none")
 ADMIN_SECRET_KEY = "HARBOR_ADMIN_PASSWORD"
 PULL_SECRET = "registry-pull"
@@ -44,8 +43,7 @@ class HarborProject:
     immutable: bool = True
 
     def __post_init__(self) -> None:
-        if not _DNS_LABEL.match(self.name):
-            raise ValueError(f"project name {self.name!r} is not a DNS-1123 label")
+        check_dns_label("project name", self.name)
         if self.severity not in SEVERITIES:
             raise ValueError(f"severity={self.severity!r} must be one of {', '.join(SEVERITIES)}")
 
@@ -83,8 +81,7 @@ class HarborArgs:
     auth_mode: Literal["ldap_auth", "oidc_auth"] | None = None
 
     def __post_init__(self) -> None:
-        if not _DNS_LABEL.match(self.namespace):
-            raise ValueError(f"namespace={self.namespace!r} is not a DNS-1123 label")
+        check_dns_label("namespace", self.namespace)
         if not self.projects:
             raise ValueError("projects is empty: Harbor needs at least the platform project")
         names = [p.name for p in self.projects]

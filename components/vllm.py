@@ -25,6 +25,7 @@ import pulumi
 import pulumi_kubernetes as k8s
 
 from components import assets
+from components.base import check_dns_label, pull_secret_refs
 from components.labels import RETAINED, scanner_skips, standard_labels
 from components.vllm_flags import is_vllm_flag
 
@@ -81,7 +82,6 @@ FORBIDDEN_FLAGS: dict[str, str] = {
     "--ssl-ciphers": "ciphers come from the compliance profile",
     "--allowed-local-media-path": "lets requests read files from the server's filesystem",
 }
-_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 
 
 def check_extra_args(extra_args: Sequence[str], trust_remote_code: bool) -> list[str]:
@@ -210,8 +210,7 @@ class VllmServiceArgs:
 
     def __post_init__(self) -> None:
         for what, value in (("name", self.name), ("namespace", self.namespace)):
-            if len(value) > 63 or not _DNS_LABEL.match(value):
-                raise ValueError(f"{what}={value!r} is not a DNS-1123 label")
+            check_dns_label(what, value)
         if len(self.name) > 40:
             raise ValueError(f"name={self.name!r} is longer than 40 characters (derived object names must fit 63)")
         if self.tensor_parallel_size < 1 or self.pipeline_parallel_size < 1 or self.replicas < 1:
@@ -687,7 +686,7 @@ class VllmService(pulumi.ComponentResource):
             service_account_name=a.name,
             automount_service_account_token=False,
             enable_service_links=False,
-            image_pull_secrets=[k8s.core.v1.LocalObjectReferenceArgs(name=n) for n in a.image_pull_secrets] or None,
+            image_pull_secrets=pull_secret_refs(a.image_pull_secrets) or None,
             priority_class_name=a.scheduling.priority_class,
             node_selector=dict(a.scheduling.node_selector),
             tolerations=[
@@ -1023,8 +1022,7 @@ class VllmService(pulumi.ComponentResource):
                     spec=k8s.core.v1.PodSpecArgs(
                         restart_policy="Never",
                         service_account_name=a.name,
-                        image_pull_secrets=[k8s.core.v1.LocalObjectReferenceArgs(name=n) for n in a.image_pull_secrets]
-                        or None,
+                        image_pull_secrets=pull_secret_refs(a.image_pull_secrets) or None,
                         automount_service_account_token=False,
                         enable_service_links=False,
                         security_context=_pod_security_context(),

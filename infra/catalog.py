@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from components.base import RESTRICTED_CONTAINER, RESTRICTED_POD
 from components.vllm import VLLM_VERSION
 from infra.config import PlatformSpec, RegistrySpec
 from infra.observability.ilm import AUDIT_DATASOURCE_UID
@@ -173,16 +174,6 @@ def pre_harbor_chart_source(ref: ChartRef, registry: RegistrySpec) -> tuple[str,
     if location is None:
         return ref.chart(), ref.repo_url()
     return f"{location}/{ref.name}", None
-
-
-RESTRICTED_CONTAINER = {
-    "allowPrivilegeEscalation": False,
-    "readOnlyRootFilesystem": True,
-    "runAsNonRoot": True,
-    "capabilities": {"drop": ["ALL"]},
-    "seccompProfile": {"type": "RuntimeDefault"},
-}
-RESTRICTED_POD = {"runAsNonRoot": True, "runAsUser": 65532, "seccompProfile": {"type": "RuntimeDefault"}}
 
 
 def _split(image: Image, registry: RegistrySpec) -> tuple[str, str]:
