@@ -54,7 +54,7 @@ scanner-deps: $(CHECKOV_VENV)/.installed
 
 ## bench: offline render/check timings and memory per stack and for 1-100 generated models → docs/benchmarks.md
 bench: install
-	$(BIN)/python -m infra.bench --out docs/benchmarks.md
+	$(BIN)/python -m infra.tools.bench --out docs/benchmarks.md
 
 ## lint: ruff and mypy over the code we ship
 lint: install

@@ -30,7 +30,7 @@ class MonitoringArgs:
     chart_version: str
     chart_repository: str | None
     values: Mapping[str, Any]
-    """kube-prometheus-stack values (from `infra.catalog.kube_prometheus_stack_values`): no secret in them."""
+    """kube-prometheus-stack values (`kube_prometheus_stack_values` in infra/builders/observability.py): no secret."""
     rule_groups: Sequence[Mapping[str, Any]] = ()
     dashboards: Mapping[str, str] = field(default_factory=dict)
     """Dashboard file name → Grafana JSON model (string)."""

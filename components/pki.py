@@ -83,6 +83,8 @@ class Pki(pulumi.ComponentResource):
         self.args = a = args
         child = pulumi.ResourceOptions(parent=self)
         self.issuer_name = f"{a.instance}-platform-ca"
+        self.ca_configmap = f"{a.instance}-platform-ca"
+        """The trust bundle: a ConfigMap of that name (key `ca.crt`) in every namespace with the trust labels."""
         self.cert_manager = self._chart(f"{name}-cert-manager", "cert-manager", a.cert_manager, [])
         self.trust_manager = self._chart(f"{name}-trust-manager", "trust-manager", a.trust_manager, [self.cert_manager])
         after_charts = pulumi.ResourceOptions(parent=self, depends_on=[self.cert_manager, self.trust_manager])
@@ -93,7 +95,7 @@ class Pki(pulumi.ComponentResource):
             api_version="trust.cert-manager.io/v1alpha1",
             kind="Bundle",
             metadata=k8s.meta.v1.ObjectMetaArgs(
-                name=f"{a.instance}-platform-ca",
+                name=self.ca_configmap,
                 labels=standard_labels(name="platform-ca", instance=a.instance, component="pki"),
             ),
             spec={
@@ -105,7 +107,7 @@ class Pki(pulumi.ComponentResource):
             },
             opts=pulumi.ResourceOptions(parent=self, depends_on=[self.issuer]),
         )
-        self.register_outputs({"issuer": self.issuer_name, "bundle": f"{a.instance}-platform-ca"})
+        self.register_outputs({"issuer": self.issuer_name, "bundle": self.ca_configmap})
 
     def _chart(self, name: str, release: str, spec: ChartSpec, after: list[pulumi.Resource]) -> k8s.helm.v4.Chart:
         return k8s.helm.v4.Chart(

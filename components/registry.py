@@ -65,7 +65,7 @@ class HarborArgs:
     chart_version: str
     chart_repository: str | None
     values: Mapping[str, Any]
-    """Chart values from `infra.catalog.harbor_values`: they name the Secrets and claims below, hold no secret."""
+    """Chart values (`harbor_values`, infra/builders/registry.py): they name the Secrets and claims below; no secret."""
     projects: Sequence[HarborProject]
     pull_namespaces: Sequence[str] = ()
     pull_projects: Sequence[str] = ()

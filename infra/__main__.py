@@ -10,7 +10,7 @@ from infra.config import load_spec
 from infra.platform import build_platform
 
 if pulumi.Config("privatellm").get("mode") == "mirror":
-    from infra.mirror import main as mirror
+    from infra.supply.mirror import main as mirror  # pulumi-docker: only the connected bastion needs it
 
     mirror()
 else:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from enum import StrEnum
 from pathlib import Path
@@ -14,17 +15,32 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from infra.checks import CheckReport, PolicyConfigError, check_recording, spec_of
-from infra.config import DEFAULT_KUBERNETES_VERSION, StackConfigError
-from infra.offline import (
-    OfflineError,
-    Recording,
-    find_project_dir,
-    load_stack_config,
-    run_program,
-    summarize,
-    write_render,
+from infra.capacity import plan as capacity_plan
+from infra.capacity.gpus import CapacityError, gpu_type
+from infra.capacity.models import resolve_model
+from infra.capacity.planner import DEFAULT_GPU_MEMORY_UTILIZATION, PlanRequest
+from infra.catalog import LockError, lock_path, write_lock
+from infra.config import DEFAULT_KUBERNETES_VERSION, StackConfigError, find_project_dir
+from infra.offline import OfflineError, Recording, load_stack_config, run_program, stack_file, summarize, write_render
+from infra.pack_config import stack_pack_config
+from infra.placement import stack_plans
+from infra.supply.inventory import inventory_document, stack_inventory
+from infra.supply.lock import lock_stack
+from infra.supply.registry_client import RegistryError
+from infra.tools.checks import CheckReport, PolicyConfigError, check_recording, spec_of
+from infra.tools.doctor import format_results, run_doctor
+from infra.tools.evidence import build_evidence, write_evidence
+from infra.tools.manifests import ManifestError, check_manifests
+from infra.tools.weights import (
+    WeightsError,
+    compute_manifest,
+    rich_progress,
+    s3_client_for,
+    s3_target,
+    upload_model,
+    verify_dir,
 )
+from policies.pack import merge_pack_config, validate_pack_config
 
 app = typer.Typer(
     name="private-llm",
@@ -101,7 +117,6 @@ def _exemptions(items: list[str]) -> dict[str, str]:
 def _policy_overrides(path: Path | None) -> dict[str, Any]:
     if path is None:
         return {}
-    from policies.pack import validate_pack_config
 
     try:
         document = yaml.safe_load(path.read_text(encoding="utf-8"))
@@ -258,8 +273,6 @@ def check(
         raise fail("--exempt applies to --manifests; a stack declares its exceptions in policy.exceptions")
     overrides = _policy_overrides(policy_config_file)
     if manifests is not None:
-        from infra.manifests import ManifestError, check_manifests
-
         try:
             report = check_manifests(
                 manifests,
@@ -285,11 +298,6 @@ def check(
             raise fail(str(exc)) from None
         subject = f"stack [bold]{stack}[/]"
         if report_dir is not None:
-            from infra.evidence import build_evidence, write_evidence
-            from infra.offline import stack_file
-            from infra.platform import stack_pack_config
-            from policies.pack import merge_pack_config
-
             root = project_dir or find_project_dir()
             pack_config = merge_pack_config(stack_pack_config(spec), overrides)
             evidence = build_evidence(report, pack_config, stack_file(root, stack), root)
@@ -385,9 +393,6 @@ def plan(
     output_format: Annotated[OutputFormat, typer.Option("--format", "-f", help="table or json.")] = OutputFormat.table,
     project_dir: ProjectOption = None,
 ) -> None:
-    from infra.capacity import DEFAULT_GPU_MEMORY_UTILIZATION, CapacityError, PlanRequest, gpu_type, resolve_model
-    from infra.capacity import plan as run_plan
-    from infra.inference import stack_plans
 
     rows: list[dict[str, Any]] = []
     if stack:
@@ -422,7 +427,7 @@ def plan(
             )
         except CapacityError as exc:
             raise fail(str(exc)) from None
-        rows.append(run_plan(request).to_json())
+        rows.append(capacity_plan(request).to_json())
         title = "What-if capacity plan"
     if output_format == OutputFormat.json:
         document: Any = rows if stack else rows[0]
@@ -450,7 +455,6 @@ def doctor(
     output_format: Annotated[OutputFormat, typer.Option("--format", "-f", help="table or json.")] = OutputFormat.table,
     project_dir: ProjectOption = None,
 ) -> None:
-    from infra.doctor import format_results, run_doctor
 
     root = project_dir or find_project_dir()
     try:
@@ -486,7 +490,6 @@ def doctor(
     ),
 )
 def policy_config_command(stack: StackOption, project_dir: ProjectOption = None) -> None:
-    from infra.platform import stack_pack_config
 
     root = project_dir or find_project_dir()
     try:
@@ -526,7 +529,6 @@ def images_list(
     output_format: Annotated[OutputFormat, typer.Option("--format", "-f", help="table or json.")] = OutputFormat.table,
     project_dir: ProjectOption = None,
 ) -> None:
-    from infra.images import LockError, inventory_document, stack_inventory
 
     spec, root = _spec(stack, project_dir)
     try:
@@ -576,9 +578,6 @@ def images_lock(
     ] = None,
     project_dir: ProjectOption = None,
 ) -> None:
-    import os
-
-    from infra.images import RegistryError, lock_path, lock_stack, write_lock
 
     spec, root = _spec(stack, project_dir)
     user, password = os.environ.get("PRIVATELLM_REGISTRY_USERNAME"), os.environ.get("PRIVATELLM_REGISTRY_PASSWORD")
@@ -607,7 +606,6 @@ def images_lock(
     ),
 )
 def models_manifest(model_dir: Annotated[Path, typer.Argument(help="Model folder.")]) -> None:
-    from infra.weights import WeightsError, compute_manifest
 
     try:
         sys.stdout.write(compute_manifest(model_dir))
@@ -627,7 +625,6 @@ def models_verify(
     model_dir: Annotated[Path, typer.Argument(help="Model folder.")],
     manifest: Annotated[Path, typer.Option("--manifest", help="sha256sum-format manifest.")],
 ) -> None:
-    from infra.weights import WeightsError, verify_dir
 
     try:
         problems = verify_dir(model_dir, manifest.read_text())
@@ -658,7 +655,6 @@ def models_upload(
     kms_key: Annotated[str | None, typer.Option("--kms-key", help="KMS key id for aws:kms.")] = None,
     project_dir: ProjectOption = None,
 ) -> None:
-    from infra.weights import WeightsError, rich_progress, s3_client_for, s3_target, upload_model
 
     spec, _ = _spec(stack, project_dir)
     try:

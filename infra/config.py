@@ -5,7 +5,7 @@ before any resource is registered with one `StackConfigError` that lists every p
 value and what is allowed. Unknown keys are errors (`extra="forbid"` at every level), with a "did you mean" hint.
 
 Secrets never live in the platform object: a field ending in `_secret` names another config key of the stack that
-was set with `pulumi config set --secret`; `resolve_secret_refs` checks that each one exists and is encrypted.
+was set with `pulumi config set --secret`; `check_secret_refs` checks that each one exists and is encrypted.
 """
 
 from __future__ import annotations
@@ -35,9 +35,11 @@ from pydantic import (
     model_validator,
 )
 
+from infra.observability.fluentbit import validate_extra_patterns
+from infra.profiles import PROFILE_SETTINGS
 from policies.pack import merge_pack_config, validate_pack_config
 from policies.profiles import LEVELS as PROFILE_LEVELS
-from policies.profiles import THRESHOLDS as PROFILE_THRESHOLDS
+from policies.profiles import Profile
 
 CONFIG_NAMESPACE = "privatellm"
 PLATFORM_KEY = "platform"
@@ -75,6 +77,8 @@ _CREDENTIAL_VALUE = re.compile(
 )
 
 
+CHECKOUT = Path(__file__).resolve().parents[1]
+"""This checkout (or installed tree): where the project is when no Pulumi.yaml is found above the working directory."""
 _PROJECT_DIR: ContextVar[Path | None] = ContextVar("privatellm_project_dir", default=None)
 
 
@@ -83,17 +87,21 @@ def set_project_dir(path: Path | None) -> None:
     _PROJECT_DIR.set(path)
 
 
-def project_dir() -> Path:
-    """The folder holding Pulumi.yaml: the one set explicitly, else the working directory or above, else this
-    checkout."""
-    explicit = _PROJECT_DIR.get()
-    if explicit is not None:
-        return explicit
-    here = Path.cwd().resolve()
+def find_project_dir(start: Path | None = None) -> Path:
+    """The folder holding Pulumi.yaml: from `start` (or the working directory) upwards, else this checkout."""
+    here = (start or Path.cwd()).resolve()
     for folder in (here, *here.parents):
         if (folder / "Pulumi.yaml").is_file():
             return folder
-    return Path(__file__).resolve().parent.parent
+    if (CHECKOUT / "Pulumi.yaml").is_file():
+        return CHECKOUT
+    raise FileNotFoundError("no Pulumi.yaml found in the working directory or above; run from the project folder")
+
+
+def project_dir() -> Path:
+    """The folder holding Pulumi.yaml: the one set explicitly (`set_project_dir`), else `find_project_dir()`."""
+    explicit = _PROJECT_DIR.get()
+    return explicit if explicit is not None else find_project_dir()
 
 
 class StackConfigError(pulumi.RunError):
@@ -180,7 +188,6 @@ Quantity = Annotated[str, AfterValidator(_quantity)]
 KubernetesVersion = Annotated[str, AfterValidator(_kubernetes_version)]
 SecretRef = Annotated[str, AfterValidator(_secret_ref)]
 GroupName = Annotated[str, AfterValidator(_group_name)]
-Profile = Literal["baseline", "finance", "healthcare", "government"]
 NonNegativeInt = Annotated[int, Field(ge=0)]
 
 
@@ -555,6 +562,12 @@ class GpuPoolSpec(StrictModel):
         return [TolerationSpec(key=POOL_LABEL, operator="Equal", value=self.name, effect="NoSchedule")]
 
     @property
+    def tainted(self) -> bool:
+        """The platform taints the pool's nodes `privatellm.io/gpu-pool=<name>:NoSchedule` (the stack names neither
+        tolerations nor a node selector of its own)."""
+        return self.tolerations is None and self.node_selector is None
+
+    @property
     def total_gpus(self) -> int:
         return self.gpus_per_node * self.nodes
 
@@ -595,13 +608,6 @@ def _registry_host(value: str) -> str:
 
 
 Severity = Literal["critical", "high", "medium", "low", "none"]
-# Harbor blocks pulls of images with a vulnerability at or above this severity, per profile.
-PROFILE_SEVERITY: dict[str, str] = {
-    "baseline": "critical",
-    "finance": "high",
-    "healthcare": "high",
-    "government": "high",
-}
 
 
 def _cidr(value: str) -> str:
@@ -798,6 +804,13 @@ class RegistrySpec(StrictModel):
         if self.harbor is None or self.harbor.expose.service_type != "NodePort":
             return None
         return int(self.host.rpartition(":")[2])
+
+    def bootstrap(self) -> RegistrySpec | None:
+        """With a managed Harbor, the registry what runs before Harbor exists is pulled from (the bootstrap
+        registry, same platform project); None when the platform does not manage the registry."""
+        if self.harbor is None:
+            return None
+        return RegistrySpec(host=self.harbor.bootstrap_registry, platform_project=self.platform_project)
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -998,19 +1011,6 @@ class InferenceSpec(StrictModel):
 # PKI and gateway
 # --------------------------------------------------------------------------------------------------------------
 
-# Longest certificate lifetime and API-key rotation period each profile accepts (days).
-# One source with the policy pack (policies/profiles.py): the schema refuses what the pack would.
-PROFILE_MAX_CERT_DAYS: dict[str, int] = {p: t["maxCertificateDays"] for p, t in PROFILE_THRESHOLDS.items()}
-PROFILE_MAX_KEY_ROTATION_DAYS: dict[str, int] = {p: t["maxKeyRotationDays"] for p, t in PROFILE_THRESHOLDS.items()}
-# TLS 1.3 cipher suites are fixed by the protocol; these are the TLS 1.2 suites a profile allows where 1.2 is needed
-# (backends): ECDHE with AEAD only.
-PROFILE_CIPHERS: dict[str, list[str]] = {
-    "baseline": ["ECDHE-ECDSA-AES256-GCM-SHA384", "ECDHE-RSA-AES256-GCM-SHA384", "ECDHE-ECDSA-CHACHA20-POLY1305"],
-    "finance": ["ECDHE-ECDSA-AES256-GCM-SHA384", "ECDHE-RSA-AES256-GCM-SHA384"],
-    "healthcare": ["ECDHE-ECDSA-AES256-GCM-SHA384", "ECDHE-RSA-AES256-GCM-SHA384"],
-    "government": ["ECDHE-ECDSA-AES256-GCM-SHA384", "ECDHE-RSA-AES256-GCM-SHA384"],
-}
-
 
 def _pem_certificate(value: str) -> str:
     if "-----BEGIN CERTIFICATE-----" not in value:
@@ -1135,14 +1135,6 @@ class GatewaySpec(StrictModel):
 # Observability and logging
 # --------------------------------------------------------------------------------------------------------------
 
-# Metrics retention, log retention (application / audit) and Elasticsearch nodes per profile.
-PROFILE_METRICS_RETENTION_DAYS: dict[str, int] = {"baseline": 15, "finance": 90, "healthcare": 90, "government": 180}
-PROFILE_MIN_AUDIT_RETENTION_DAYS: dict[str, int] = {
-    p: t["minAuditRetentionDays"] for p, t in PROFILE_THRESHOLDS.items()
-}
-PROFILE_MIN_APP_RETENTION_DAYS: dict[str, int] = {p: t["minAppRetentionDays"] for p, t in PROFILE_THRESHOLDS.items()}
-PROFILE_ES_NODES: dict[str, int] = {"baseline": 1, "finance": 3, "healthcare": 3, "government": 3}
-
 
 AlertSeverity = Literal["critical", "warning", "info"]
 DEFAULT_ALERT_SEVERITIES: tuple[AlertSeverity, ...] = ("critical", "warning")
@@ -1202,8 +1194,6 @@ class LoggingSpec(StrictModel):
 
     @model_validator(mode="after")
     def _patterns(self) -> LoggingSpec:
-        from infra.observability.fluentbit import validate_extra_patterns
-
         validate_extra_patterns(list(self.redaction_patterns))  # compiled now, at preview: one clear error
         return self
 
@@ -1320,24 +1310,26 @@ class PlatformSpec(StrictModel):
                 "registry"
             )
         if self.gateway is not None:
-            limit = PROFILE_MAX_KEY_ROTATION_DAYS[self.profile]
+            limit = PROFILE_SETTINGS[self.profile].max_key_rotation_days
             if self.gateway.key_rotation_days > limit:
                 raise ValueError(
                     f"gateway.key_rotation_days={self.gateway.key_rotation_days} is above the {self.profile} "
                     f"profile's maximum of {limit} days; rotate at least every {limit} days"
                 )
+        settings = PROFILE_SETTINGS[self.profile]
         for field, value, minimum in (
-            ("logging.audit_retention_days", self.logging.audit_retention_days, PROFILE_MIN_AUDIT_RETENTION_DAYS),
-            ("logging.app_retention_days", self.logging.app_retention_days, PROFILE_MIN_APP_RETENTION_DAYS),
+            ("logging.audit_retention_days", self.logging.audit_retention_days, settings.min_audit_retention_days),
+            ("logging.app_retention_days", self.logging.app_retention_days, settings.min_app_retention_days),
         ):
-            if value is not None and value < minimum[self.profile]:
-                raise ValueError(
-                    f"{field}={value} is below the {self.profile} profile's minimum of {minimum[self.profile]} days"
-                )
-        if self.pki.certificate_days is not None and self.pki.certificate_days > PROFILE_MAX_CERT_DAYS[self.profile]:
+            if value is not None and value < minimum:
+                raise ValueError(f"{field}={value} is below the {self.profile} profile's minimum of {minimum} days")
+        if (
+            self.pki.certificate_days is not None
+            and self.pki.certificate_days > PROFILE_SETTINGS[self.profile].max_certificate_days
+        ):
             raise ValueError(
                 f"pki.certificate_days={self.pki.certificate_days} is above the {self.profile} profile's maximum "
-                f"certificate lifetime of {PROFILE_MAX_CERT_DAYS[self.profile]} days"
+                f"certificate lifetime of {PROFILE_SETTINGS[self.profile].max_certificate_days} days"
             )
         if self.registry is not None and self.registry.harbor is not None and self.registry.pull_secret_name:
             raise ValueError(
@@ -1348,19 +1340,19 @@ class PlatformSpec(StrictModel):
 
     @property
     def audit_retention_days(self) -> int:
-        return self.logging.audit_retention_days or PROFILE_MIN_AUDIT_RETENTION_DAYS[self.profile]
+        return self.logging.audit_retention_days or PROFILE_SETTINGS[self.profile].min_audit_retention_days
 
     @property
     def app_retention_days(self) -> int:
-        return self.logging.app_retention_days or PROFILE_MIN_APP_RETENTION_DAYS[self.profile]
+        return self.logging.app_retention_days or PROFILE_SETTINGS[self.profile].min_app_retention_days
 
     @property
     def metrics_retention_days(self) -> int:
-        return self.observability.metrics_retention_days or PROFILE_METRICS_RETENTION_DAYS[self.profile]
+        return self.observability.metrics_retention_days or PROFILE_SETTINGS[self.profile].metrics_retention_days
 
     @property
     def certificate_days(self) -> int:
-        return self.pki.certificate_days or PROFILE_MAX_CERT_DAYS[self.profile]
+        return self.pki.certificate_days or PROFILE_SETTINGS[self.profile].max_certificate_days
 
     def pool(self, name: str) -> GpuPoolSpec:
         return next(p for p in self.node_pools if p.name == name)
@@ -1573,7 +1565,7 @@ def check_secret_refs(
     """Every `*_secret` field must name a config key that is set and encrypted."""
     problems: list[str] = []
     for path, ref in spec.secret_refs():
-        key = ref if ":" in ref else f"{CONFIG_NAMESPACE}:{ref}"
+        key = qualified_key(ref)
         if not is_set(key):
             problems.append(
                 f"{FULL_PLATFORM_KEY}.{path}={ref!r} names config key {key!r}, which is not set; "
@@ -1588,7 +1580,15 @@ def check_secret_refs(
 
 
 def qualified_key(ref: str) -> str:
+    """The full config key a `*_secret` field names: `<namespace>:<key>`, the project's namespace by default."""
     return ref if ":" in ref else f"{CONFIG_NAMESPACE}:{ref}"
+
+
+def config_secret(ref: str) -> pulumi.Output[str]:
+    """The secret value of the config key a `*_secret` field names (`pulumi config set --secret`), as a secret
+    output: it never appears in plain text in state or in the rendered inputs."""
+    namespace, _, name = qualified_key(ref).partition(":")
+    return pulumi.Config(namespace).require_secret(name)
 
 
 def quantity(value: str) -> Decimal:

@@ -3,7 +3,7 @@
 No Pulumi CLI, no cluster, no credentials. `run_stack` loads `stacks/Pulumi.<stack>.yaml` (secure values become
 placeholders), runs `infra/__main__.py` with `pulumi.runtime.set_mocks`, and records every registered resource with
 its parent, provider, options and inputs. `render` writes the manifests, chart inputs and `resources.json` of
-DESIGN.md; `check` (in `infra.checks`) runs the policy pack and schema validation over the same recording.
+DESIGN.md; `check` (in `infra.tools.checks`) runs the policy pack and schema validation over the same recording.
 """
 
 from __future__ import annotations
@@ -26,8 +26,8 @@ from pulumi.runtime import mocks, rpc
 from pulumi.runtime.stack import run_pulumi_func
 from pulumi.runtime.sync_await import _sync_await
 
-from infra.config import StackConfigError, set_project_dir
-from infra.platform import ComponentBuildError
+from infra.config import StackConfigError, find_project_dir, set_project_dir
+from infra.errors import ComponentBuildError
 
 PROJECT = "private-llm"
 SECRET_MASK = "[secret]"
@@ -272,18 +272,6 @@ class RecordingMonitor(mocks.MockMonitor):
 # --------------------------------------------------------------------------------------------------------------
 # Stack files
 # --------------------------------------------------------------------------------------------------------------
-
-
-def find_project_dir(start: Path | None = None) -> Path:
-    """The folder holding Pulumi.yaml: from `start` (or the working directory) upwards, else this checkout."""
-    here = (start or Path.cwd()).resolve()
-    for folder in (here, *here.parents):
-        if (folder / "Pulumi.yaml").is_file():
-            return folder
-    fallback = Path(__file__).resolve().parent.parent
-    if (fallback / "Pulumi.yaml").is_file():
-        return fallback
-    raise FileNotFoundError("no Pulumi.yaml found in the working directory or above; run from the project folder")
 
 
 def stacks_dir(project_dir: Path) -> Path:

@@ -8,11 +8,13 @@ offline check apply the same numbers; an explicit threshold in the config wins o
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Literal, get_args
 
 from pulumi_policy import EnforcementLevel
 
-PROFILES: tuple[str, ...] = ("baseline", "finance", "healthcare", "government")
+Profile = Literal["baseline", "finance", "healthcare", "government"]
+"""The compliance profiles: the one list the pack, the stack schema and the profile tables share."""
+PROFILES: tuple[str, ...] = get_args(Profile)
 DEFAULT_PROFILE = "baseline"
 
 # Per profile: longest certificate lifetime and API-key rotation period, shortest audit and application log

@@ -117,8 +117,8 @@ def test_scanner_skip_annotations_are_checked() -> None:
 
 
 def test_image_skips_follow_the_pin() -> None:
-    from infra.catalog import image_scanner_skips
-    from infra.checks import spec_of
+    from infra.pack_config import image_scanner_skips
+    from infra.tools.checks import spec_of
 
     finance = spec_of(load_stack_config(ROOT, "finance-prod"))
     assert finance.registry is not None

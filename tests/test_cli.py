@@ -71,9 +71,9 @@ def test_misspelt_key_fails_naming_the_key(tmp_path: Path) -> None:
 def test_check_exits_1_on_a_mandatory_violation(monkeypatch: pytest.MonkeyPatch, crds: Path) -> None:
     import dataclasses
 
-    import infra.platform as platform_module
+    import infra.builders.namespaces as namespaces_module
 
-    original = platform_module.namespace_args
+    original = namespaces_module.namespace_args
 
     def lenient(*args: object, **kwargs: object) -> object:
         made = original(*args, **kwargs)  # type: ignore[arg-type]
@@ -81,7 +81,7 @@ def test_check_exits_1_on_a_mandatory_violation(monkeypatch: pytest.MonkeyPatch,
             return made
         return dataclasses.replace(made, pod_security_level="baseline", exception_reason="test")
 
-    monkeypatch.setattr(platform_module, "namespace_args", lenient)
+    monkeypatch.setattr(namespaces_module, "namespace_args", lenient)
     result = runner.invoke(app, ["check", "--stack", "dev", "--project-dir", str(ROOT), "--crd-schemas", str(crds)])
     assert result.exit_code == 1, result.output
     assert "FAIL stack dev" in result.output

@@ -1,4 +1,4 @@
-"""`infra.doctor`: the real kubernetes client against a fake API server on 127.0.0.1, and boto3 against moto."""
+"""`infra.tools.doctor`: the real kubernetes client against a fake API server on 127.0.0.1, and boto3 against moto."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from kubernetes.client import ApiClient, Configuration, CoreV1Api, StorageV1Api
 from moto import mock_aws
 
 from infra.config import POOL_LABEL, PlatformSpec, parse_platform
-from infra.doctor import DoctorCheck, format_results, run_doctor
+from infra.tools.doctor import DoctorCheck, format_results, run_doctor
 
 H100 = "NVIDIA-H100-80GB-HBM3"
 GOOD_DRIVER = "580.95.05"

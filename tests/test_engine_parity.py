@@ -21,9 +21,9 @@ from pulumi.runtime import proto
 from pulumi_policy import EnforcementLevel
 from pulumi_policy.policy import _PolicyAnalyzerServicer
 
-from infra.checks import CRD_POLICY, SCHEMA_POLICY, build_report, spec_of
 from infra.offline import Recording, available_stacks, load_stack_config, run_program
-from infra.platform import stack_pack_config
+from infra.pack_config import stack_pack_config
+from infra.tools.checks import CRD_POLICY, SCHEMA_POLICY, build_report, spec_of
 from policies.pack import ALL_POLICIES, PACK_NAME
 from tests.conftest import ROOT
 from tests.test_mutations import MUTATIONS

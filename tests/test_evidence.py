@@ -11,11 +11,11 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from infra.checks import CRD_POLICY, SCHEMA_POLICY, CheckReport, CheckResult, check_recording, spec_of
 from infra.cli import app
-from infra.evidence import build_evidence, to_html, to_markdown, write_evidence
 from infra.offline import load_stack_config, run_program, stack_file
-from infra.platform import stack_pack_config
+from infra.pack_config import stack_pack_config
+from infra.tools.checks import CRD_POLICY, SCHEMA_POLICY, CheckReport, CheckResult, check_recording, spec_of
+from infra.tools.evidence import build_evidence, to_html, to_markdown, write_evidence
 from policies.pack import ALL_POLICIES
 from tests.conftest import ROOT
 

@@ -8,11 +8,11 @@ from typing import Any
 import pytest
 
 from components.gpu_pools import EksNodeGroup, GpuNodePool, GpuNodePoolArgs, Taint
-from infra.catalog import GpuPoolSettings, gpu_operator_values
-from infra.checks import check_recording, run_resource_rules
+from infra.builders.gpu import GpuPoolSettings, gpu_operator_values
 from infra.config import RegistrySpec, parse_platform
 from infra.gpu_stack import driver_problem, instance_problem, mig_problem, required_driver_branch
 from infra.offline import OfflineError, Recording, config_from_mapping, run_program
+from infra.tools.checks import check_recording, run_resource_rules
 from policies.pack import policy_config
 from tests.conftest import ROOT, run
 

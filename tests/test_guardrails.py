@@ -22,11 +22,12 @@ from components.guardrails import (
     cel_string,
 )
 from components.vllm import VllmService
-from infra.checks import spec_of
+from infra.builders.guardrails import guardrails_args
+from infra.builders.namespaces import TENANT_NAMESPACE_LABEL
 from infra.config import PlatformSpec
-from infra.guardrails import TENANT_NAMESPACE_LABEL, guardrails_args
 from infra.offline import RecordedResource, Recording, available_stacks, load_stack_config, run_program
-from infra.schemas import validate_builtin
+from infra.tools.checks import spec_of
+from infra.tools.schemas import validate_builtin
 from tests.conftest import ROOT, run
 from tests.test_vllm_component import TLS, base, multi
 
@@ -976,7 +977,7 @@ def namespace_labels(recording: Recording) -> dict[str, dict[str, str]]:
 
 
 def test_guardrails_args_from_stack_policy_config() -> None:
-    from infra.platform import stack_policy_config
+    from infra.pack_config import stack_policy_config
 
     _, spec = stack("finance-prod")
     a = guardrails_args(spec)

@@ -19,26 +19,14 @@ import yaml
 from pulumi.runtime import mocks
 
 from infra import offline
-from infra.catalog import CHARTS, IMAGES
+from infra.catalog import CHARTS, IMAGES, LockError, apply_lock, load_lock, lock_path, write_lock
 from infra.config import PlatformSpec, parse_platform
-from infra.images import (
-    ImageEntry,
-    InventoryError,
-    LockError,
-    RegistryError,
-    apply_lock,
-    inventory_document,
-    inventory_of_render,
-    load_lock,
-    lock_path,
-    lock_stack,
-    resolve_digest,
-    stack_inventory,
-    write_lock,
-)
-from infra.mirror import build_mirror, select_images
-from infra.mirror import main as mirror_main
 from infra.offline import Recording, config_from_mapping, run_program
+from infra.supply.inventory import ImageEntry, InventoryError, inventory_document, inventory_of_render, stack_inventory
+from infra.supply.lock import lock_stack
+from infra.supply.mirror import build_mirror, select_images
+from infra.supply.mirror import main as mirror_main
+from infra.supply.registry_client import RegistryError, resolve_digest
 
 HOST = "harbor.bank.internal"
 BOOTSTRAP = "bootstrap.bank.internal:5000"

@@ -1,7 +1,7 @@
 """`private-llm images list` is complete: every image and chart a shipped stack renders is in it, and nothing else.
 
-The oracle here is written independently of `infra.images`: each shipped stack (`stacks/Pulumi.*.yaml` minus the
-`*.lock.yaml` files) is rendered by the real program (`infra.offline.run_stack`, as `private-llm render` does), and
+The oracle here is written independently of `infra.supply.inventory`: each shipped stack (`stacks/Pulumi.*.yaml` minus
+the `*.lock.yaml` files) is rendered by the real program (`infra.offline.run_stack`, as `private-llm render` does), and
 image references are collected
 
 - from the pod templates of every Kubernetes object (containers, init and ephemeral containers of any PodSpec: a
@@ -28,10 +28,10 @@ import pytest
 from typer.testing import CliRunner
 
 from infra.catalog import CHART_IMAGES, CHARTS
-from infra.checks import spec_of
 from infra.cli import app
 from infra.config import PlatformSpec
 from infra.offline import RecordedResource, Recording, available_stacks, load_stack_config, run_stack
+from infra.tools.checks import spec_of
 
 ROOT = Path(__file__).resolve().parent.parent
 STACKS = available_stacks(ROOT)

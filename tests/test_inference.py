@@ -12,9 +12,9 @@ import yaml
 from typer.testing import CliRunner
 
 from infra.capacity import GPU_CATALOG, MODEL_CATALOG
-from infra.checks import check_recording, spec_of
 from infra.cli import app
 from infra.offline import OfflineError, Recording, config_from_mapping, load_stack_config, run_program, write_render
+from infra.tools.checks import check_recording, spec_of
 from tests.conftest import ROOT
 
 runner = CliRunner()

@@ -11,7 +11,7 @@ import yaml
 from typer.testing import CliRunner
 
 from infra.cli import app
-from infra.manifests import ManifestError, check_manifests, load_manifests, pulumi_type
+from infra.tools.manifests import ManifestError, check_manifests, load_manifests, pulumi_type
 from tests.policy_fixtures import good_template
 
 runner = CliRunner()

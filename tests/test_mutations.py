@@ -14,9 +14,9 @@ from typing import Any
 
 import pytest
 
-from infra.checks import CheckResult, run_resource_rules, run_stack_rules, spec_of
 from infra.offline import RecordedResource, Recording, available_stacks, load_stack_config, run_program
-from infra.platform import stack_pack_config
+from infra.pack_config import stack_pack_config
+from infra.tools.checks import CheckResult, run_resource_rules, run_stack_rules, spec_of
 from policies.base import POD_TYPES, is_vllm_server, minor_of
 from policies.pack import ALL_POLICIES, ALL_STACK_RULES, RESOURCE_RULES
 from tests.conftest import ROOT

@@ -14,7 +14,7 @@ import yaml
 
 from infra.config import StackConfigError, parse_platform
 from infra.offline import Recording, config_from_mapping, load_stack_config, run_program
-from infra.platform import stack_pack_config
+from infra.pack_config import stack_pack_config
 from tests.conftest import ROOT
 
 
@@ -70,7 +70,7 @@ def test_alertmanager_routes_follow_receivers() -> None:
         ]
     }
     spec = parse_platform(doc)
-    from infra.platform import alertmanager_config
+    from infra.builders.observability import alertmanager_config
 
     config = alertmanager_config(spec)
     assert [r["name"] for r in config["receivers"]] == ["null", "oncall", "ops-mail"]

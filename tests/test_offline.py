@@ -82,9 +82,9 @@ def test_two_resources_for_one_kubernetes_object_fail() -> None:
 
 def test_failing_component_is_named() -> None:
     platform = {"name": "bank", "tenants": [{"name": "retail", "groups": {"admin": ["a"]}, "limits": {}}]}
-    import infra.platform as platform_module
+    import infra.builders.namespaces as namespaces_module
 
-    original = platform_module.SecureNamespace
+    original = namespaces_module.SecureNamespace
 
     class Exploding(original):  # type: ignore[misc,valid-type]
         def __init__(self, name: str, *args: object, **kwargs: object) -> None:
@@ -92,12 +92,12 @@ def test_failing_component_is_named() -> None:
                 raise RuntimeError("boom")
             super().__init__(name, *args, **kwargs)  # type: ignore[arg-type]
 
-    platform_module.SecureNamespace = Exploding  # type: ignore[misc]
+    namespaces_module.SecureNamespace = Exploding  # type: ignore[misc]
     try:
         with pytest.raises(OfflineError) as info:
             run(platform=platform, stack="prod")
     finally:
-        platform_module.SecureNamespace = original  # type: ignore[misc]
+        namespaces_module.SecureNamespace = original  # type: ignore[misc]
     assert info.value.component == "tenant-retail"
     assert str(info.value) == "stack 'prod', component 'tenant-retail': boom"
 

@@ -11,11 +11,11 @@ import yaml
 from pulumi_policy import EnforcementLevel
 from typer.testing import CliRunner
 
-from infra.checks import PolicyConfigError, build_report, check_recording, spec_of
 from infra.cli import app
-from infra.config import Profile, StackConfigError, parse_platform
+from infra.config import StackConfigError, parse_platform
 from infra.offline import Recording, load_stack_config, run_program
-from infra.platform import stack_pack_config
+from infra.pack_config import stack_pack_config
+from infra.tools.checks import PolicyConfigError, build_report, check_recording, spec_of
 from policies.base import CONFIG_PROPERTIES
 from policies.pack import (
     ALL_POLICIES,
@@ -25,7 +25,7 @@ from policies.pack import (
     profile_pack_config,
     validate_pack_config,
 )
-from policies.profiles import LEVELS, PROFILES, THRESHOLDS, threshold
+from policies.profiles import LEVELS, PROFILES, THRESHOLDS, Profile, threshold
 from policies.tls import TLS_RULES
 from tests.conftest import ROOT
 from tests.policy_fixtures import violations

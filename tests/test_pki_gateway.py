@@ -355,7 +355,7 @@ def test_more_models_than_one_route_holds_are_split_across_routes(crds: Path) ->
     """An AIGatewayRoute holds at most 15 rules (CRD maxItems): 20 models need two routes, both authenticated and
     rate-limited."""
     from components.gateway import RULES_PER_ROUTE, GatewayModel, GatewayTenant, LlmGateway, LlmGatewayArgs
-    from infra.schemas import CrdSchemas
+    from infra.tools.schemas import CrdSchemas
     from tests.conftest import run
 
     def program() -> None:

@@ -15,11 +15,11 @@ from typing import Any
 import pytest
 
 import infra.platform
-from infra.checks import spec_of
+from infra.builders.guardrails import guardrails_args
 from infra.config import FULL_PLATFORM_KEY, LOG_SHIPPER_NAMESPACE, PlatformSpec, StackConfigError, parse_platform
-from infra.guardrails import guardrails_args
 from infra.offline import OfflineError, RecordedResource, Recording, chart_document, load_stack_config, run_program
-from infra.platform import stack_policy_config
+from infra.pack_config import stack_policy_config
+from infra.tools.checks import spec_of
 from policies.base import containers, get_path, pod_templates
 from policies.tls import SERVICE, exposure
 from tests.conftest import ROOT, run

@@ -10,9 +10,9 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
+from infra.catalog import write_lock
 from infra.cli import app
 from infra.config import StackConfigError, parse_platform
-from infra.images import write_lock
 from infra.offline import OfflineError, Recording, config_from_mapping, load_stack_config, run_program
 from tests.conftest import ROOT
 

@@ -8,8 +8,8 @@ from typing import Any
 import pulumi_kubernetes as k8s
 import pytest
 
-from infra.checks import validate_schemas
-from infra.schemas import CrdSchemas, is_builtin, to_json_schema, validate_builtin
+from infra.tools.checks import validate_schemas
+from infra.tools.schemas import CrdSchemas, is_builtin, to_json_schema, validate_builtin
 from tests.conftest import run
 
 

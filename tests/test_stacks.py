@@ -9,10 +9,11 @@ import pytest
 import yaml
 
 from infra.capacity import gpu_type
-from infra.checks import CRD_POLICY, SCHEMA_POLICY, check_recording, spec_of
-from infra.config import PROFILE_MIN_AUDIT_RETENTION_DAYS, qualified_key
-from infra.inference import stack_plans
+from infra.config import qualified_key
 from infra.offline import Recording, available_stacks, load_stack_config, run_program
+from infra.placement import stack_plans
+from infra.profiles import PROFILE_SETTINGS
+from infra.tools.checks import CRD_POLICY, SCHEMA_POLICY, check_recording, spec_of
 from policies.pack import ALL_POLICIES
 from tests.conftest import ROOT, STACKS
 
@@ -82,7 +83,7 @@ def test_healthcare_prod_is_what_a_hospital_needs() -> None:
     assert spec.gateway is not None
     assert {t.access for t in spec.tenants} == {"inference", "list-models"}
     # audit logs kept six years (HIPAA documentation retention), above the profile's own minimum
-    assert spec.audit_retention_days >= max(6 * 365, PROFILE_MIN_AUDIT_RETENTION_DAYS["healthcare"])
+    assert spec.audit_retention_days >= max(6 * 365, PROFILE_SETTINGS["healthcare"].min_audit_retention_days)
     assert spec.logging.enabled and spec.logging.redaction_patterns
     assert all(m.integrity is not None for m in spec.models)
     plans = stack_plans(spec, ROOT)
@@ -131,7 +132,7 @@ def test_every_namespace_is_secured(stack: str) -> None:
             "Fluent Bit"
         )
     if spec.gateway is not None and spec.models:
-        from infra.catalog import AI_GATEWAY_NAMESPACE, ENVOY_GATEWAY_NAMESPACE
+        from infra.builders.namespaces import AI_GATEWAY_NAMESPACE, ENVOY_GATEWAY_NAMESPACE
 
         expected |= {ENVOY_GATEWAY_NAMESPACE, AI_GATEWAY_NAMESPACE}
     assert namespaces == expected

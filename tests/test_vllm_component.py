@@ -21,8 +21,8 @@ from components.vllm import (
     check_extra_args,
 )
 from components.vllm_flags import is_vllm_flag
-from infra.checks import run_resource_rules, validate_schemas
 from infra.offline import RecordedResource, Recording
+from infra.tools.checks import run_resource_rules, validate_schemas
 from policies.base import pod_templates
 from policies.pack import policy_config
 from tests.conftest import run

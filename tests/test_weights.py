@@ -1,4 +1,4 @@
-"""`infra.weights`: the manifest against hashlib and the real init-container verifier, and uploads against moto."""
+"""`infra.tools.weights`: the manifest against hashlib and the real init-container verifier; uploads against moto."""
 
 from __future__ import annotations
 
@@ -16,9 +16,9 @@ from moto import mock_aws
 from rich.console import Console
 
 from components.assets.verify_weights import parse_manifest
-from infra import weights
 from infra.config import parse_platform
-from infra.weights import (
+from infra.tools import weights
+from infra.tools.weights import (
     MANIFEST_NAME,
     WeightsError,
     compute_manifest,

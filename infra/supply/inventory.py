@@ -20,29 +20,20 @@ bearer-token and basic auth, HTTPS unless `http://` is given explicitly).
 
 from __future__ import annotations
 
-import base64
 import dataclasses
-import hashlib
 import json
 import os
-import re
-import ssl
 import subprocess
 import sys
 import tempfile
-import urllib.error
-import urllib.parse
-import urllib.request
 from collections.abc import Mapping
 from dataclasses import dataclass
-from email.message import Message
 from pathlib import Path
 from typing import Any
 
 import pulumi
-import yaml
 
-from infra.catalog import CHARTS, IMAGES, Image
+from infra.catalog import CHARTS, IMAGES, load_lock, lock_path
 from infra.config import (
     FULL_PLATFORM_KEY,
     PlatformSpec,
@@ -51,29 +42,15 @@ from infra.config import (
     parse_platform,
     qualified_key,
 )
-
-DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
-MANIFEST_MEDIA_TYPES = (
-    "application/vnd.oci.image.index.v1+json",
-    "application/vnd.oci.image.manifest.v1+json",
-    "application/vnd.docker.distribution.manifest.list.v2+json",
-    "application/vnd.docker.distribution.manifest.v2+json",
-)
-LOCK_COMMAND = "private-llm images lock"
-MIRROR_HINT = "run the mirror first (`pulumi up` with privatellm:mode=mirror on the connected bastion)"
-CREDENTIALS_HINT = (
-    "give a registry account with pull access to the project "
-    "(PRIVATELLM_REGISTRY_USERNAME and PRIVATELLM_REGISTRY_PASSWORD for `private-llm images lock`)"
-)
-
-
-# --------------------------------------------------------------------------------------------------------------
-# Inventory: what the rendered program pulls
-# --------------------------------------------------------------------------------------------------------------
+from infra.offline import OfflineError, StackConfig, run_program
+from infra.platform import build_platform
+from policies.base import split_image
 
 # The stack name of an inventory render that must not read any lock file: parentheses are not allowed in a Pulumi
 # stack name, so `Pulumi.(inventory).lock.yaml` can never be a real stack's lock.
 UNLOCKED_STACK = "(inventory)"
+
+
 HELM_TYPES = frozenset({"kubernetes:helm.sh/v4:Chart", "kubernetes:helm.sh/v3:Chart", "kubernetes:helm.sh/v3:Release"})
 
 
@@ -177,22 +154,8 @@ class ChartEntry:
         )
 
 
-def upstream_reference(image: Image) -> str:
-    return f"{image.upstream}:{image.tag}"
-
-
 def airgapped_chart(host: str, name: str, project: str = "charts") -> str:
     return f"oci://{host}/{project}/{name}"
-
-
-def split_reference(reference: str) -> tuple[str, str | None, str | None]:
-    """`host/path:tag@sha256:…` → ("host/path", tag or None, digest or None)."""
-    name, _, digest = reference.partition("@")
-    last = name.rsplit("/", 1)[-1]
-    if ":" in last:
-        repository, tag = name.rsplit(":", 1)
-        return repository, tag, digest or None
-    return name, None, digest or None
 
 
 @dataclass(frozen=True)
@@ -333,9 +296,6 @@ def render_platform(spec: PlatformSpec, project_dir: Path, stack: str | None = N
 
     With `stack`, the program reads that stack's lock file as `pulumi up` would; without, no lock is read. Every
     `*_secret` the spec references gets a placeholder (no secret value is needed to list images)."""
-    from infra.offline import OfflineError, StackConfig, run_program
-    from infra.platform import build_platform
-
     secrets = {qualified_key(ref): f"[secure:{qualified_key(ref)}]" for _, ref in spec.secret_refs()}
     config = StackConfig(
         stack=stack or UNLOCKED_STACK, values=secrets, secret_keys=sorted(secrets), project_dir=project_dir
@@ -354,10 +314,8 @@ def _registries(spec: PlatformSpec) -> list[tuple[RegistrySpec, bool]]:
     """(registry, is the bootstrap registry) of every registry the stack pulls from."""
     assert spec.registry is not None
     registries = [(spec.registry, False)]
-    if spec.registry.harbor is not None:
-        bootstrap = RegistrySpec(
-            host=spec.registry.harbor.bootstrap_registry, platform_project=spec.registry.platform_project
-        )
+    bootstrap = spec.registry.bootstrap()
+    if bootstrap is not None:
         registries.append((bootstrap, True))
     return registries
 
@@ -379,7 +337,8 @@ def inventory_of_render(
     found, problems = rendered_images(recording)
     seen: dict[str, dict[tuple[str, str | None, bool], list[RenderedImage]]] = {}
     for ref in found:
-        repository, tag, digest = split_reference(ref.reference)
+        host, path, tag, digest = split_image(ref.reference)
+        repository = f"{host}/{path}"
         if repository not in index:
             problems.append(
                 f"{ref.resource} {ref.path}: image {ref.reference!r} is not a catalog image (infra/catalog.py IMAGES) "
@@ -509,10 +468,10 @@ def stack_inventory_isolated(
         request = {"platform": dict(platform), "project_dir": str(project_dir), "out": str(result)}
         # The child must not inherit the engine's connection or config.
         env = {k: v for k, v in os.environ.items() if not k.startswith("PULUMI_")}
-        root = str(Path(__file__).resolve().parent.parent)
+        root = str(Path(__file__).resolve().parents[2])
         env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
         process = subprocess.run(
-            [sys.executable, "-c", "from infra.images import _inventory_child; _inventory_child()"],
+            [sys.executable, "-c", "from infra.supply.inventory import _inventory_child; _inventory_child()"],
             input=json.dumps(request),
             capture_output=True,
             text=True,
@@ -546,349 +505,3 @@ def _inventory_child() -> None:
 def inventory_document(images: list[ImageEntry], charts: list[ChartEntry]) -> dict[str, Any]:
     """The inventory as JSON-ready data (for `private-llm images list --format json`)."""
     return {"images": [i.to_json() for i in images], "charts": [c.to_json() for c in charts]}
-
-
-# --------------------------------------------------------------------------------------------------------------
-# Lock file
-# --------------------------------------------------------------------------------------------------------------
-
-
-class LockError(ValueError):
-    """A lock file that cannot be used; the message names the file, the entry and the fix."""
-
-
-def lock_path(project_dir: Path, stack: str) -> Path:
-    """`<stackConfigDir>/Pulumi.<stack>.lock.yaml` (stackConfigDir from Pulumi.yaml, `stacks` by default)."""
-    folder = "stacks"
-    project_file = project_dir / "Pulumi.yaml"
-    if project_file.is_file():
-        document = yaml.safe_load(project_file.read_text()) or {}
-        if isinstance(document, dict) and document.get("stackConfigDir"):
-            folder = str(document["stackConfigDir"])
-    return project_dir / folder / f"Pulumi.{stack}.lock.yaml"
-
-
-def _stack_of(path: Path) -> str:
-    name = path.name
-    if name.startswith("Pulumi.") and name.endswith(".lock.yaml"):
-        return name[len("Pulumi.") : -len(".lock.yaml")]
-    return "<stack>"
-
-
-def load_lock(path: Path) -> dict[str, str]:
-    """Catalog key → digest. Every entry must name a catalog image, its current upstream `repo:tag` and a
-    `sha256:` digest; all problems are reported at once."""
-    relock = f"re-run `{LOCK_COMMAND} --stack {_stack_of(path)}`"
-    try:
-        document = yaml.safe_load(path.read_text())
-    except OSError as exc:
-        raise LockError(f"{path}: cannot be read ({exc.strerror}); {relock}") from None
-    except yaml.YAMLError as exc:
-        raise LockError(f"{path} is not valid YAML: {exc}; {relock}") from None
-    entries = document.get("images") if isinstance(document, dict) else None
-    if entries is None:
-        entries = {}
-    if not isinstance(entries, dict):
-        raise LockError(f"{path}: `images` must be a mapping of catalog key to {{reference, digest}}; {relock}")
-    problems: list[str] = []
-    digests: dict[str, str] = {}
-    for key, entry in entries.items():
-        where = f"images.{key}"
-        image = IMAGES.get(str(key))
-        if image is None:
-            problems.append(f"{where}: not an image of the catalog (known: {', '.join(sorted(IMAGES))}); {relock}")
-            continue
-        if not isinstance(entry, dict):
-            problems.append(f"{where}: must be a mapping with `reference` and `digest`")
-            continue
-        digest, reference = entry.get("digest"), entry.get("reference")
-        if not isinstance(digest, str) or not DIGEST.match(digest):
-            problems.append(f"{where}.digest={digest!r} is not sha256:<64 lower-case hex digits>; {relock}")
-        current = upstream_reference(image)
-        if reference != current:
-            problems.append(
-                f"{where}.reference={reference!r} does not match the catalog's {current!r} (the tag changed since "
-                f"the lock was written): {relock}"
-            )
-        if isinstance(digest, str) and DIGEST.match(digest) and reference == current:
-            digests[str(key)] = digest
-    if problems:
-        raise LockError(f"{path} has {len(problems)} problem(s):\n" + "\n".join(f"  - {p}" for p in problems))
-    return digests
-
-
-def write_lock(path: Path, digests: Mapping[str, str]) -> None:
-    """Write the lock file: each catalog key with its current upstream `repo:tag` and digest, sorted by key."""
-    problems = [f"{key}: not an image of the catalog" for key in digests if key not in IMAGES]
-    problems += [f"{key}: digest {d!r} is not sha256:<64 hex>" for key, d in digests.items() if not DIGEST.match(d)]
-    if problems:
-        raise LockError(f"{path}: not written: " + "; ".join(problems))
-    document = {
-        "images": {
-            key: {"reference": upstream_reference(IMAGES[key]), "digest": digests[key]} for key in sorted(digests)
-        }
-    }
-    header = (
-        f"# Written by `{LOCK_COMMAND} --stack {_stack_of(path)}`: the digest of every image as the customer's\n"
-        "# registry serves it. Re-run that command after changing an image tag or mirroring again.\n"
-    )
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(header + yaml.safe_dump(document, sort_keys=False, default_flow_style=False))
-
-
-def apply_lock(images: Mapping[str, Image], lock: Mapping[str, str]) -> dict[str, Image]:
-    """Copies of `images` with the lock's digests (keys absent from the lock are left as they are)."""
-    return {
-        key: dataclasses.replace(image, digest=lock[key]) if key in lock else image for key, image in images.items()
-    }
-
-
-# --------------------------------------------------------------------------------------------------------------
-# Registry client (Docker Registry HTTP API v2)
-# --------------------------------------------------------------------------------------------------------------
-
-
-class RegistryError(Exception):
-    """The registry could not give an image's digest; the message names the image and the fix."""
-
-
-_CHALLENGE_PARAM = re.compile(r'(\w+)\s*=\s*(?:"([^"]*)"|([^\s,]+))')
-
-
-def parse_challenge(header: str) -> tuple[str, dict[str, str]]:
-    """`Bearer realm="…",service="…",scope="…"` → ("bearer", {realm, service, scope})."""
-    scheme, _, rest = header.strip().partition(" ")
-    params = {
-        m.group(1).lower(): m.group(2) if m.group(2) is not None else m.group(3)
-        for m in _CHALLENGE_PARAM.finditer(rest)
-    }
-    return scheme.lower(), params
-
-
-def _base_url(registry_url: str) -> str:
-    url = registry_url.strip().rstrip("/")
-    if "://" not in url:
-        url = f"https://{url}"
-    parsed = urllib.parse.urlsplit(url)
-    if parsed.scheme not in ("https", "http") or not parsed.netloc:
-        raise RegistryError(f"registry URL {registry_url!r} must be https://<host>[:port] (http:// only if explicit)")
-    return url
-
-
-def _basic(auth: tuple[str, str]) -> str:
-    return "Basic " + base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode("ascii")
-
-
-@dataclass
-class _Response:
-    status: int
-    headers: Message
-    body: bytes
-
-
-def _open(opener: urllib.request.OpenerDirector, request: urllib.request.Request, timeout: float) -> _Response:
-    try:
-        with opener.open(request, timeout=timeout) as response:
-            return _Response(response.status, response.headers, response.read())
-    except urllib.error.HTTPError as exc:
-        body = exc.read() if exc.fp is not None else b""
-        return _Response(exc.code, exc.headers, body)
-
-
-def resolve_digest(
-    registry_url: str,
-    repository: str,
-    tag: str,
-    auth: tuple[str, str] | None = None,
-    opener: urllib.request.OpenerDirector | None = None,
-    ca_file: str | Path | None = None,
-    timeout: float = 30.0,
-    missing_hint: str = f"not mirrored yet; {MIRROR_HINT}",
-    credentials_hint: str = CREDENTIALS_HINT,
-) -> str:
-    """The `sha256:` digest `<registry>/<repository>:<tag>` resolves to, as the registry serves it.
-
-    HEAD /v2/<repository>/manifests/<tag> accepting OCI and Docker manifests and indexes; answers a bearer-token
-    challenge (credentials sent to the realm with basic auth) or a basic challenge; when the registry gives no
-    Docker-Content-Digest header, GETs the manifest and hashes its bytes. `registry_url` is HTTPS unless it starts
-    with `http://`; `ca_file` adds a private CA (ignored when an `opener` is given). `missing_hint` and
-    `credentials_hint` end the message of a 404 and of a 401/403."""
-    base = _base_url(registry_url)
-    host = urllib.parse.urlsplit(base).netloc
-    image = f"{host}/{repository}:{tag}"
-    if opener is None:
-        context = ssl.create_default_context(cafile=str(ca_file) if ca_file else None)
-        opener = urllib.request.build_opener(urllib.request.HTTPSHandler(context=context))
-    url = f"{base}/v2/{urllib.parse.quote(repository)}/manifests/{urllib.parse.quote(tag, safe='')}"
-    accept = ", ".join(MANIFEST_MEDIA_TYPES)
-    authorization: str | None = None
-
-    def request(method: str) -> _Response:
-        req = urllib.request.Request(url, method=method, headers={"Accept": accept})
-        if authorization:
-            # Never forwarded on a redirect (to blob storage, for instance).
-            req.add_unredirected_header("Authorization", authorization)
-        try:
-            return _open(opener, req, timeout)
-        except urllib.error.URLError as exc:
-            hint = " (a private CA? give its certificate with --ca-file)" if "CERTIFICATE" in str(exc).upper() else ""
-            raise RegistryError(f"{image}: cannot reach the registry at {base}: {exc.reason}{hint}") from None
-        except OSError as exc:
-            raise RegistryError(f"{image}: cannot reach the registry at {base}: {exc}") from None
-
-    response = request("HEAD")
-    if response.status == 401:
-        challenge = response.headers.get("WWW-Authenticate", "")
-        scheme, params = parse_challenge(challenge)
-        if scheme == "bearer" and params.get("realm"):
-            token = _bearer_token(opener, base, image, params, repository, auth, timeout, credentials_hint)
-            authorization = f"Bearer {token}"
-        elif scheme == "basic" and auth is not None:
-            authorization = _basic(auth)
-        else:
-            raise RegistryError(f"{image}: the registry requires authentication (HTTP 401); {credentials_hint}")
-        response = request("HEAD")
-    _check_status(response.status, image, base, auth, missing_hint, credentials_hint)
-    digest = response.headers.get("Docker-Content-Digest")
-    if digest is None:
-        response = request("GET")
-        _check_status(response.status, image, base, auth, missing_hint, credentials_hint)
-        return "sha256:" + hashlib.sha256(response.body).hexdigest()
-    digest = digest.strip()
-    if not DIGEST.match(digest):
-        raise RegistryError(f"{image}: the registry answered digest {digest!r}, not sha256:<64 hex digits>")
-    return digest
-
-
-def _check_status(
-    status: int,
-    image: str,
-    base: str,
-    auth: tuple[str, str] | None,
-    missing_hint: str = f"not mirrored yet; {MIRROR_HINT}",
-    credentials_hint: str = CREDENTIALS_HINT,
-) -> None:
-    if 200 <= status < 300:
-        return
-    if status == 401:
-        what = "refused the credentials" if auth else "requires credentials"
-        raise RegistryError(f"{image}: the registry {what} (HTTP 401); {credentials_hint}")
-    if status == 403:
-        raise RegistryError(f"{image}: the account may not pull this repository (HTTP 403); {credentials_hint}")
-    if status == 404:
-        raise RegistryError(f"{image} is not in the registry at {base} (HTTP 404): {missing_hint}")
-    raise RegistryError(f"{image}: the registry at {base} answered HTTP {status}")
-
-
-def _bearer_token(
-    opener: urllib.request.OpenerDirector,
-    base: str,
-    image: str,
-    params: dict[str, str],
-    repository: str,
-    auth: tuple[str, str] | None,
-    timeout: float,
-    credentials_hint: str = CREDENTIALS_HINT,
-) -> str:
-    realm = params["realm"]
-    realm_scheme = urllib.parse.urlsplit(realm).scheme
-    if realm_scheme != "https" and not (realm_scheme == "http" and base.startswith("http://")):
-        raise RegistryError(f"{image}: the registry's token realm {realm!r} is not https; refusing to send credentials")
-    query = {"service": params.get("service", ""), "scope": params.get("scope") or f"repository:{repository}:pull"}
-    sep = "&" if urllib.parse.urlsplit(realm).query else "?"
-    req = urllib.request.Request(
-        realm + sep + urllib.parse.urlencode({k: v for k, v in query.items() if v}), method="GET"
-    )
-    if auth is not None:
-        req.add_unredirected_header("Authorization", _basic(auth))
-    try:
-        response = _open(opener, req, timeout)
-    except (urllib.error.URLError, OSError) as exc:
-        raise RegistryError(f"{image}: cannot reach the registry's token service {realm}: {exc}") from None
-    if response.status in (401, 403):
-        what = "refused the credentials" if auth else "requires credentials"
-        raise RegistryError(
-            f"{image}: the registry's token service {what} (HTTP {response.status}); {credentials_hint}"
-        )
-    if response.status != 200:
-        raise RegistryError(f"{image}: the registry's token service {realm} answered HTTP {response.status}")
-    try:
-        document = json.loads(response.body)
-    except ValueError:
-        raise RegistryError(f"{image}: the registry's token service {realm} did not answer JSON") from None
-    token = (document.get("token") or document.get("access_token")) if isinstance(document, dict) else None
-    if not isinstance(token, str) or not token:
-        raise RegistryError(f"{image}: the registry's token service {realm} gave no token")
-    return token
-
-
-BOOTSTRAP_HINT = (
-    "not loaded yet; push it to the bootstrap registry at exactly this reference: the mirror does "
-    "(`pulumi up` with privatellm:mode=mirror and privatellm:mirrorTo all or bootstrap), or the site's own tooling"
-)
-BOOTSTRAP_CREDENTIALS_HINT = (
-    "give an account with pull access to the bootstrap registry (PRIVATELLM_BOOTSTRAP_REGISTRY_USERNAME and "
-    "PRIVATELLM_BOOTSTRAP_REGISTRY_PASSWORD); the cluster's nodes pull these images without a pull secret"
-)
-
-
-def lock_stack(
-    spec: PlatformSpec,
-    project_dir: Path,
-    registry_url: str | None = None,
-    auth: tuple[str, str] | None = None,
-    opener: urllib.request.OpenerDirector | None = None,
-    ca_file: str | Path | None = None,
-    bootstrap_url: str | None = None,
-    bootstrap_auth: tuple[str, str] | None = None,
-) -> dict[str, str]:
-    """Catalog key → digest of every image of the stack, each resolved from the registry the cluster pulls it from:
-    `registry_url` (default `https://<registry.host>`, credentials `auth`) for most, and for the images pulled before
-    Harbor exists (Harbor's own and, with a managed Harbor, the PKI's) the bootstrap registry: `bootstrap_url`
-    (default `$PRIVATELLM_BOOTSTRAP_REGISTRY_URL`, else `https://<registry.harbor.bootstrap_registry>`), credentials
-    `bootstrap_auth` (default `$PRIVATELLM_BOOTSTRAP_REGISTRY_USERNAME`/`_PASSWORD`, else none: the nodes pull them
-    without a pull secret). The credentials of one registry are never sent to the other.
-
-    The existing lock is ignored. An image whose tag the stack sets (`gpu_operator.driver_version`) is resolved (it
-    must be there) but not returned: the lock pins catalog tags only. Every failing image is reported in one
-    RegistryError."""
-    images, _ = stack_inventory(spec, project_dir)
-    assert spec.registry is not None  # checked by stack_inventory
-    url = registry_url or f"https://{spec.registry.host}"
-    harbor = spec.registry.harbor
-    if harbor is not None:
-        bootstrap_url = bootstrap_url or os.environ.get("PRIVATELLM_BOOTSTRAP_REGISTRY_URL") or None
-        bootstrap_url = bootstrap_url or f"https://{harbor.bootstrap_registry}"
-        if bootstrap_auth is None:
-            user = os.environ.get("PRIVATELLM_BOOTSTRAP_REGISTRY_USERNAME")
-            password = os.environ.get("PRIVATELLM_BOOTSTRAP_REGISTRY_PASSWORD")
-            bootstrap_auth = (user, password) if user and password else None
-    digests: dict[str, str] = {}
-    problems: list[str] = []
-    for entry in images:
-        try:
-            if entry.bootstrap:
-                assert bootstrap_url is not None
-                digest = resolve_digest(
-                    bootstrap_url,
-                    entry.repository,
-                    entry.tag,
-                    bootstrap_auth,
-                    opener=opener,
-                    ca_file=ca_file,
-                    missing_hint=BOOTSTRAP_HINT,
-                    credentials_hint=BOOTSTRAP_CREDENTIALS_HINT,
-                )
-            else:
-                digest = resolve_digest(url, entry.repository, entry.tag, auth, opener=opener, ca_file=ca_file)
-        except RegistryError as exc:
-            problems.append(f"{exc} (bootstrap registry)" if entry.bootstrap else str(exc))
-            continue
-        if entry.lockable:
-            digests[entry.key] = digest
-    if problems:
-        raise RegistryError(
-            f"{len(problems)} of {len(images)} images could not be resolved:\n"
-            + "\n".join(f"  - {p}" for p in problems)
-        )
-    return digests

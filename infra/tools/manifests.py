@@ -14,10 +14,11 @@ from typing import Any, get_args
 
 import yaml
 
-from infra.checks import CheckReport, build_report
-from infra.config import DEFAULT_KUBERNETES_VERSION, Profile
+from infra.config import DEFAULT_KUBERNETES_VERSION
 from infra.offline import RecordedResource, Recording
+from infra.tools.checks import CheckReport, build_report
 from policies.pack import merge_pack_config, policy_config, profile_pack_config
+from policies.profiles import Profile
 
 PROFILES: tuple[str, ...] = get_args(Profile)
 SUFFIXES = (".yaml", ".yml", ".json")

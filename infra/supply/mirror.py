@@ -1,8 +1,8 @@
 """Mirror mode: on a connected bastion, copy every image a stack runs into the registry the cluster pulls it from.
 
 `pulumi up --stack S` with `privatellm:mode=mirror` runs `main()` instead of the platform: for each image of the
-stack's inventory (`infra.images.stack_inventory`, read from the platform's offline render) it pulls the upstream
-`repo:tag` (`docker.RemoteImage`), tags it as the reference the cluster will pull (`docker.Tag`) and pushes it
+stack's inventory (`infra.supply.inventory.stack_inventory`, read from the platform's offline render) it pulls the
+upstream `repo:tag` (`docker.RemoteImage`), tags it as the reference the cluster will pull (`docker.Tag`) and pushes it
 (`docker.RegistryImage`), through a `docker.Provider` that holds each registry's credentials.
 
 Most images go to `registry.host` (`privatellm:registryUsername`, secret `privatellm:registryPassword`). With a
@@ -22,7 +22,7 @@ import pulumi
 import pulumi_docker as docker
 
 from infra.config import PlatformSpec, StackConfigError, load_spec, project_dir
-from infra.images import ImageEntry, stack_inventory_isolated
+from infra.supply.inventory import ImageEntry, stack_inventory_isolated
 
 COMPONENT_TYPE = "privatellm:supplychain:ImageMirror"
 CONFIG_NAMESPACE = "privatellm"

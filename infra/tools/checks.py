@@ -26,8 +26,8 @@ from pulumi_policy import (
 
 from infra.config import FULL_PLATFORM_KEY, PlatformSpec, parse_platform
 from infra.offline import RecordedResource, Recording, StackConfig
-from infra.platform import stack_pack_config
-from infra.schemas import CrdSchemas, is_builtin, validate_builtin
+from infra.pack_config import stack_pack_config
+from infra.tools.schemas import CrdSchemas, is_builtin, validate_builtin
 from policies.base import Rule, exemption_for, namespace_of
 from policies.inference import RETAIN_ANNOTATION
 from policies.pack import (

@@ -1,47 +1,35 @@
-"""From the stack's `models` to sized, validated vLLM deployments.
+"""From the stack's `models` to sized, validated placements on its GPU pools.
 
 `plan_models` resolves every model (catalog or config.json), finds its GPU pool, runs the capacity planner and
 places the models on their pools. Every problem — an unknown model or pool, a model that does not fit, more GPUs
 than the pool has, a forbidden vLLM flag, a missing integrity manifest where the profile requires one — is
-collected and raised as one StackConfigError before any resource is registered.
-"""
+collected and raised as one StackConfigError before any resource is registered."""
 
 from __future__ import annotations
 
-import math
 from collections import defaultdict
-from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 import pulumi
 
 from components.assets.verify_weights import parse_manifest
-from components.gpu_pools import SchedulingContract
 from components.vllm import (
-    Autoscaling,
-    Benchmark,
-    GpuScheduling,
-    ModelStore,
-    ServingTls,
-    VllmServiceArgs,
     check_extra_args,
 )
 from infra.capacity import CapacityError, Plan, PlanRequest, gpu_type, plan, resolve_model
 from infra.capacity.models import ModelSpec as ModelFacts
-from infra.catalog import DEFAULT_DRIVER_VERSION, IMAGES, Image, image_scanner_skips
+from infra.catalog import DEFAULT_DRIVER_VERSION
 from infra.config import (
     FULL_PLATFORM_KEY,
     GpuPoolSpec,
     ModelDeploymentSpec,
     PlatformSpec,
     StackConfigError,
-    qualified_key,
 )
 from infra.gpu_stack import driver_problem, instance_problem, mig_problem
+from infra.profiles import PROFILE_SETTINGS
 
-# Profiles where every model must carry a weight manifest (supply-chain control, OWASP LLM03).
-INTEGRITY_REQUIRED = frozenset({"finance", "healthcare", "government"})
 DEFAULT_BANDWIDTH_GBPS = {"pvc": 1.0, "s3": 2.0}
 
 
@@ -136,7 +124,7 @@ def plan_models(spec: PlatformSpec, project_dir: Path) -> list[PlacedModel]:
         if found_pool is None:
             known = ", ".join(sorted(pools)) or "none defined"
             problems.append(f"{_path(i, 'pool')}={model.pool!r} is not a node pool of this stack (pools: {known})")
-        if spec.profile in INTEGRITY_REQUIRED and model.integrity is None:
+        if PROFILE_SETTINGS[spec.profile].integrity_required and model.integrity is None:
             problems.append(
                 f"{_path(i, 'integrity')} is required by the {spec.profile} profile: give the SHA-256 manifest "
                 "of the approved weights (manifest_file or sha256)"
@@ -281,119 +269,5 @@ def _in_pulumi() -> bool:
     return True
 
 
-def charts_needed(spec: PlatformSpec, placed: list[PlacedModel]) -> list[str]:
-    """Catalog keys of the charts a stack installs: the GPU Operator for GPU pools, the LeaderWorkerSet controller
-    for models across nodes, KEDA for autoscaled models."""
-    charts: list[str] = []
-    if spec.node_pools and spec.gpu_operator.enabled:
-        charts.append("gpu-operator")
-    if any(p.plan.pipeline_parallel_size > 1 for p in placed):
-        charts.append("lws")
-    if any(p.spec.autoscaling.enabled for p in placed):
-        charts.append("keda")
-    return charts
-
-
 def free_gpus(placed: list[PlacedModel], pool: GpuPoolSpec) -> int:
     return pool.total_gpus - sum(p.reserved_gpus for p in placed if p.pool.name == pool.name)
-
-
-def vllm_service_args(
-    spec: PlatformSpec,
-    model: PlacedModel,
-    placed: list[PlacedModel],
-    tls: ServingTls | None = None,
-    prometheus_url: str | None = None,
-    contract: SchedulingContract | None = None,
-    pull_secret: str | None = None,
-    images: Mapping[str, Image] = IMAGES,
-    gateway_namespace: str | None = None,
-    monitoring_namespace: str | None = None,
-) -> VllmServiceArgs:
-    """The component's arguments for one placed model. `gateway_namespace` and `monitoring_namespace`: the client
-    namespaces its serving policy admits (those whose egress allows reach the model; `infra.platform`)."""
-    m, p, pool = model.spec, model.plan, model.pool
-    assert spec.registry is not None
-    storage = m.storage
-    bandwidth = storage.bandwidth_gbps or DEFAULT_BANDWIDTH_GBPS[storage.type]
-    weight_gib = model.weight_bytes / 2**30
-    if storage.type == "s3":
-        cfg_access = qualified_key(str(storage.access_key_id_secret))
-        cfg_secret = qualified_key(str(storage.secret_access_key_secret))
-        store = ModelStore(
-            kind="s3",
-            path=f"s3://{storage.bucket}/{(storage.prefix or m.name).strip('/')}",
-            s3_endpoint=storage.endpoint,
-            s3_region=storage.region,
-            s3_access_key_id=_secret(cfg_access),
-            s3_secret_access_key=_secret(cfg_secret),
-            s3_egress_cidrs=list(storage.egress_cidrs),
-            bandwidth_gbps=bandwidth,
-        )
-    else:
-        store = ModelStore(
-            kind="pvc",
-            path=storage.path or m.name,
-            claim_name=storage.existing_claim or f"{m.name}-weights",
-            create_claim=storage.existing_claim is None,
-            size=storage.size or f"{math.ceil(weight_gib * 1.25) + 10}Gi",
-            storage_class=storage.storage_class,
-            access_mode=storage.access_mode,
-            bandwidth_gbps=bandwidth,
-        )
-    autoscaling = None
-    if m.autoscaling.enabled:
-        autoscaling = Autoscaling(
-            min_replicas=m.autoscaling.min_replicas if m.autoscaling.min_replicas is not None else model.replicas,
-            max_replicas=int(m.autoscaling.max_replicas or model.replicas),
-            waiting_threshold=m.autoscaling.waiting_threshold,
-            prometheus_url=prometheus_url or f"http://prometheus-operated.{spec.namespaces.monitoring.name}.svc:9090",
-        )
-    bench = spec.inference.benchmark
-    return VllmServiceArgs(
-        name=m.name,
-        namespace=spec.namespaces.inference.name,
-        instance=spec.name,
-        image=images["vllm"].render(spec.registry),
-        scanner_skips=image_scanner_skips(spec, images["vllm"].render(spec.registry)),
-        served_model_name=m.served_name,
-        tensor_parallel_size=p.tensor_parallel_size,
-        pipeline_parallel_size=p.pipeline_parallel_size,
-        replicas=model.replicas,
-        max_model_len=p.max_model_len,
-        gpu_memory_utilization=p.gpu_memory_utilization,
-        max_num_seqs=m.max_num_seqs or p.max_num_seqs,
-        quantization=m.quantization,
-        kv_cache_dtype=m.kv_cache_dtype,
-        prefix_caching=m.prefix_caching,
-        scheduling=GpuScheduling(
-            node_selector=dict(contract.node_selector) if contract else pool.selector,
-            tolerations=[dict(t) for t in contract.tolerations]
-            if contract
-            else [t.model_dump(exclude_none=True) for t in pool.pool_tolerations],
-            gpu_resource=contract.gpu_resource if contract else pool.gpu_resource,
-            gpus_per_node=contract.gpus_per_node if contract else pool.gpus_per_node,
-            priority_class=m.priority_class,
-        ),
-        store=store,
-        weight_bytes=model.weight_bytes,
-        gateway_namespace=gateway_namespace,
-        monitoring_namespace=monitoring_namespace,
-        integrity_manifest=model.integrity_manifest,
-        integrity_configmap=m.integrity.configmap if m.integrity else None,
-        tls=tls,
-        extra_args=list(m.extra_args),
-        trust_remote_code=m.trust_remote_code,
-        autoscaling=autoscaling,
-        benchmark=Benchmark(bench.concurrency, bench.num_prompts, bench.input_len, bench.output_len)
-        if bench.enabled
-        else None,
-        surge_allowed=free_gpus(placed, pool) >= model.gpus_per_replica,
-        max_output_tokens=spec.gateway.max_tokens if spec.gateway is not None else None,
-        image_pull_secrets=[pull_secret] if pull_secret else [],
-    )
-
-
-def _secret(key: str) -> pulumi.Output[str]:
-    namespace, _, name = key.partition(":")
-    return pulumi.Config(namespace).require_secret(name)

@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from infra.checks import CRD_POLICY, SCHEMA_POLICY, CheckReport, CheckResult
+from infra.tools.checks import CRD_POLICY, SCHEMA_POLICY, CheckReport, CheckResult
 from policies.base import Rule, StackRule, Standard
 from policies.pack import ALL_POLICIES, PACK_NAME
 
