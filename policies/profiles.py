@@ -2,7 +2,8 @@
 
 A profile is pack config (`profile` in every policy's config), so `pulumi preview --policy-pack policies` and the
 offline check apply the same numbers; an explicit threshold in the config wins over the profile's. The stack schema
-(infra/config.py) reads its limits from here too, so a stack file is refused for the same numbers the pack enforces.
+(infra/config/, through infra/profiles.py) reads its limits from here too, so a stack file is refused for the same
+numbers the pack enforces.
 """
 
 from __future__ import annotations

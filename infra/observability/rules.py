@@ -22,6 +22,8 @@ from typing import Any
 
 import yaml
 
+from components.base import DNS_LABEL
+
 FEATURES = frozenset({"gpu", "gateway", "harbor", "elasticsearch", "cert-manager"})
 RUNBOOK = "docs/alerts.md"
 
@@ -39,7 +41,6 @@ TENANT_METRIC_LABEL = "tenant_id"
 # ECK names the data claim of every Elasticsearch pod `elasticsearch-data-<cluster>-es-<nodeset>-<ordinal>`.
 ES_DATA_CLAIMS = "elasticsearch-data-.*"
 
-_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 _VALUE = "{{ $value | humanize }}"
 
 
@@ -95,7 +96,7 @@ class ModelSlo:
 
 
 def _is_dns_label(value: str) -> bool:
-    return len(value) <= 63 and bool(_DNS_LABEL.match(value))
+    return len(value) <= 63 and bool(DNS_LABEL.match(value))
 
 
 def _quote(value: str) -> str:

@@ -10,7 +10,7 @@ them; `check_manifests(...)` runs the resource rules and the schema validation a
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, get_args
+from typing import Any
 
 import yaml
 
@@ -18,9 +18,8 @@ from infra.config import DEFAULT_KUBERNETES_VERSION
 from infra.offline import RecordedResource, Recording
 from infra.tools.checks import CheckReport, build_report
 from policies.pack import merge_pack_config, policy_config, profile_pack_config
-from policies.profiles import Profile
+from policies.profiles import PROFILES
 
-PROFILES: tuple[str, ...] = get_args(Profile)
 SUFFIXES = (".yaml", ".yml", ".json")
 
 
