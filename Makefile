@@ -44,7 +44,7 @@ system-deps:
 	  else sudo apt-get update -qq && sudo apt-get install -y -qq --no-install-recommends prometheus luajit >/dev/null; fi; \
 	fi
 
-# checkov scans the rendered stacks (tests/test_checkov.py); its own virtualenv keeps its pins away from ours.
+# checkov scans the rendered stacks (tests/stacks/test_checkov.py); its own virtualenv keeps its pins away from ours.
 $(CHECKOV_VENV)/.installed:
 	test -x $(CHECKOV_VENV)/bin/python || $(PYTHON) -m venv $(CHECKOV_VENV)
 	$(CHECKOV_VENV)/bin/python -m pip install --quiet "checkov==$(CHECKOV_VERSION)"

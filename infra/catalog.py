@@ -193,7 +193,7 @@ def pre_harbor_chart_source(ref: ChartRef, registry: RegistrySpec) -> tuple[str,
 
 # Documentation of which catalog images each chart's values function can name (docs/architecture.md). Not used to
 # list a stack's images: `infra.supply.inventory.stack_inventory` reads them from the render;
-# tests/test_images_complete.py checks that every image a rendered chart names is declared here.
+# tests/infra/supply/test_images_complete.py checks that every image a rendered chart names is declared here.
 CHART_IMAGES: dict[str, tuple[str, ...]] = {
     "gpu-operator": (
         "gpu-operator",

@@ -352,6 +352,17 @@ class Recording:
     def charts(self) -> list[RecordedResource]:
         return [r for r in self.resources if r.is_chart]
 
+    def of_kind(self, kind: str) -> list[RecordedResource]:
+        """The Kubernetes objects of `kind`, in registration order."""
+        return [r for r in self.resources if r.is_kubernetes_object and r.kind == kind]
+
+    def one(self, kind: str, name: str | None = None) -> RecordedResource:
+        """The one Kubernetes object of `kind` (named `name`); ValueError unless there is exactly one."""
+        found = [r for r in self.of_kind(kind) if name is None or r.object_name == name]
+        if len(found) != 1:
+            raise ValueError(f"{len(found)} objects of kind {kind}" + (f" named {name!r}" if name else ""))
+        return found[0]
+
     def top_component(self, resource: RecordedResource) -> str:
         """The top-level component a resource belongs to (its ancestor directly under the stack)."""
         index = self.by_urn()

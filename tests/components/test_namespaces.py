@@ -8,7 +8,7 @@ import pulumi
 import pytest
 
 from components.namespaces import SecureNamespace, SecureNamespaceArgs, TenantRoles, TenantRolesArgs
-from infra.offline import RecordedResource, Recording
+from infra.offline import Recording
 from tests.conftest import run
 
 
@@ -31,18 +31,9 @@ def record(a: SecureNamespaceArgs) -> Recording:
     return run(program=lambda: SecureNamespace("retail", a))
 
 
-def by_kind(recording: Recording, kind: str) -> list[RecordedResource]:
-    return [r for r in recording.kubernetes_objects() if r.kind == kind]
-
-
-def one(recording: Recording, kind: str, name: str) -> dict[str, Any]:
-    [found] = [r for r in by_kind(recording, kind) if r.object_name == name]
-    return found.inputs
-
-
 def test_namespace_is_labelled_for_pod_security_with_pinned_version() -> None:
     rec = record(args())
-    ns = one(rec, "Namespace", "tenant-retail")
+    ns = rec.one("Namespace", "tenant-retail").inputs
     labels = ns["metadata"]["labels"]
     for mode in ("enforce", "audit", "warn"):
         assert labels[f"pod-security.kubernetes.io/{mode}"] == "restricted"
@@ -69,11 +60,11 @@ def test_every_object_is_namespaced_labelled_and_parented() -> None:
 
 def test_default_deny_and_dns_allow() -> None:
     rec = record(args(dns_namespace="kube-system", dns_pod_labels={"k8s-app": "coredns"}))
-    deny = one(rec, "NetworkPolicy", "default-deny-all")["spec"]
+    deny = rec.one("NetworkPolicy", "default-deny-all").inputs["spec"]
     assert deny["podSelector"] == {}
     assert sorted(deny["policyTypes"]) == ["Egress", "Ingress"]
     assert "ingress" not in deny and "egress" not in deny
-    dns = one(rec, "NetworkPolicy", "allow-dns-egress")["spec"]
+    dns = rec.one("NetworkPolicy", "allow-dns-egress").inputs["spec"]
     assert dns["policyTypes"] == ["Egress"]
     [rule] = dns["egress"]
     [peer] = rule["to"]
@@ -84,8 +75,8 @@ def test_default_deny_and_dns_allow() -> None:
 
 def test_quota_and_limit_range_from_args() -> None:
     rec = record(args(limit_max={"cpu": "8"}))
-    assert one(rec, "ResourceQuota", "namespace-quota")["spec"]["hard"] == {"requests.cpu": "4", "pods": "10"}
-    [item] = one(rec, "LimitRange", "container-limits")["spec"]["limits"]
+    assert rec.one("ResourceQuota", "namespace-quota").inputs["spec"]["hard"] == {"requests.cpu": "4", "pods": "10"}
+    [item] = rec.one("LimitRange", "container-limits").inputs["spec"]["limits"]
     assert item == {
         "type": "Container",
         "defaultRequest": {"cpu": "100m", "memory": "128Mi"},
@@ -96,7 +87,7 @@ def test_quota_and_limit_range_from_args() -> None:
 
 def test_role_bindings_bind_groups_to_tenant_cluster_roles() -> None:
     rec = record(args())
-    bindings = {r.object_name: r.inputs for r in by_kind(rec, "RoleBinding")}
+    bindings = {r.object_name: r.inputs for r in rec.of_kind("RoleBinding")}
     # No binding for a role without groups.
     assert sorted(bindings) == ["tenant-admin", "tenant-member"]
     member = bindings["tenant-member"]
@@ -111,7 +102,7 @@ def test_role_bindings_bind_groups_to_tenant_cluster_roles() -> None:
 
 def test_tenant_roles() -> None:
     rec = run(program=lambda: TenantRoles("roles", TenantRolesArgs(instance="bank")))
-    roles = {r.object_name: r.inputs["rules"] for r in by_kind(rec, "ClusterRole")}
+    roles = {r.object_name: r.inputs["rules"] for r in rec.of_kind("ClusterRole")}
     assert sorted(roles) == ["bank-tenant-admin", "bank-tenant-guest", "bank-tenant-member"]
 
     def grants(role: str, resource: str, verb: str) -> bool:
@@ -150,7 +141,7 @@ def test_bad_args_fail_before_anything_is_registered(kw: dict[str, Any], message
 
 def test_documented_exception_is_visible_on_the_namespace() -> None:
     rec = record(args(pod_security_level="privileged", exception_reason="NVIDIA driver containers need the host"))
-    ns = one(rec, "Namespace", "tenant-retail")
+    ns = rec.one("Namespace", "tenant-retail").inputs
     assert ns["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "privileged"
     # Audit and warn stay at restricted so that every deviation is still reported.
     assert ns["metadata"]["labels"]["pod-security.kubernetes.io/warn"] == "restricted"

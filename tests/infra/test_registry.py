@@ -13,47 +13,21 @@ from typer.testing import CliRunner
 from infra.catalog import write_lock
 from infra.cli import app
 from infra.config import StackConfigError, parse_platform
-from infra.offline import OfflineError, Recording, config_from_mapping, load_stack_config, run_program
+from infra.offline import OfflineError, Recording, load_stack_config, run_program
 from tests.conftest import ROOT
+from tests.platforms import HARBOR, bank, model, render
 
 runner = CliRunner()
 
 
 def platform(profile: str = "finance", **registry: Any) -> dict[str, Any]:
-    reg: dict[str, Any] = {
-        "host": "harbor.bank.internal",
-        "harbor": {"bootstrap_registry": "bootstrap.bank.internal"},
-    }
+    reg: dict[str, Any] = {"host": HARBOR, "harbor": {"bootstrap_registry": "bootstrap.bank.internal"}}
     reg.update(registry)
-    return {
-        "name": "bank",
-        "profile": profile,
-        "registry": reg,
-        "node_pools": [
-            {
-                "name": "h100",
-                "gpu": "H100-80GB-SXM",
-                "gpus_per_node": 8,
-                "nodes": 2,
-                "onprem": {"node_names": ["a", "b"]},
-            }
-        ],
-        "gpu_operator": {"driver": "preinstalled", "driver_version": "580.95.05"},
-        "models": [
-            {
-                "name": "llama-8b",
-                "model": "Llama-3.1-8B",
-                "pool": "h100",
-                "max_model_len": 8192,
-                "integrity": {"configmap": "llama-8b-approved"},
-                "autoscaling": {"enabled": True, "min_replicas": 1, "max_replicas": 2},
-            }
-        ],
-    }
-
-
-def render(doc: dict[str, Any], project: Path = ROOT, stack: str = "test", **config: Any) -> Recording:
-    return run_program(config_from_mapping(stack, {"privatellm:platform": doc, **config}, project_dir=project))
+    scaled = model(
+        integrity={"configmap": "llama-8b-approved"},
+        autoscaling={"enabled": True, "min_replicas": 1, "max_replicas": 2},
+    )
+    return bank(profile, registry=reg, models=[scaled])
 
 
 def of_type(rec: Recording, token: str) -> list[Any]:

@@ -6,7 +6,8 @@ from typing import Any
 
 from infra.observability.ilm import lifecycle_documents
 from policies.observability import CHART, CONFIG_MAP, ELASTICSEARCH, OBSERVABILITY_RULES
-from tests.policy_fixtures import violations
+from tests.policies.fixtures import violations
+from tests.policies.mutations import Mutation, is_chart, is_ilm_config, is_kind, set_audit_retention
 
 RULES = {r.name: r for r in OBSERVABILITY_RULES}
 
@@ -62,3 +63,24 @@ def test_elasticsearch_serves_a_pki_certificate() -> None:
     assert violations(rule, ELASTICSEARCH, elasticsearch({})) == [
         "spec.http.tls.certificate.secretName is not set: serve a certificate from the platform PKI"
     ]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Mutations: each a violation injected into every shipped stack's render (tests/stacks/test_mutations.py)
+# ---------------------------------------------------------------------------------------------------------------
+
+MUTATIONS: list[Mutation] = [
+    Mutation("log-retention", "audit kept a day", is_ilm_config, set_audit_retention),
+    Mutation(
+        "grafana-anonymous-off",
+        "anonymous viewers",
+        is_chart("kube-prometheus-stack"),
+        lambda props: props["values"]["grafana"]["grafana.ini"]["auth.anonymous"].update(enabled=True),
+    ),
+    Mutation(
+        "elasticsearch-tls",
+        "HTTPS off",
+        is_kind("Elasticsearch"),
+        lambda props: props["spec"]["http"].update(tls={"selfSignedCertificate": {"disabled": True}}),
+    ),
+]

@@ -11,10 +11,11 @@ from components.gpu_pools import EksNodeGroup, GpuNodePool, GpuNodePoolArgs, Tai
 from infra.builders.gpu import GpuPoolSettings, gpu_operator_values
 from infra.config import RegistrySpec, parse_platform
 from infra.gpu_stack import driver_problem, instance_problem, mig_problem, required_driver_branch
-from infra.offline import OfflineError, Recording, config_from_mapping, run_program
+from infra.offline import OfflineError, Recording, run_program
 from infra.tools.checks import check_recording, run_resource_rules
 from policies.pack import policy_config
 from tests.conftest import ROOT, run
+from tests.platforms import bank, render
 
 REGISTRY = RegistrySpec(host="harbor.bank.internal")
 
@@ -184,27 +185,7 @@ def test_mig_and_instance_facts() -> None:
 
 
 def platform(**kw: Any) -> dict[str, Any]:
-    doc: dict[str, Any] = {
-        "name": "bank",
-        "registry": {"host": "harbor.bank.internal"},
-        "node_pools": [
-            {
-                "name": "h100",
-                "gpu": "H100-80GB-SXM",
-                "gpus_per_node": 8,
-                "nodes": 2,
-                "onprem": {"node_names": ["a", "b"]},
-            }
-        ],
-        "gpu_operator": {"driver": "preinstalled", "driver_version": "580.95.05"},
-        "models": [{"name": "llama-8b", "model": "Llama-3.1-8B", "pool": "h100", "max_model_len": 8192}],
-    }
-    doc.update(kw)
-    return doc
-
-
-def render(doc: dict[str, Any]) -> Recording:
-    return run_program(config_from_mapping("test", {"privatellm:platform": doc}, project_dir=ROOT))
+    return bank("baseline", **kw)
 
 
 def pool(**kw: Any) -> dict[str, Any]:

@@ -28,8 +28,8 @@ from infra.config import PlatformSpec
 from infra.offline import RecordedResource, Recording, available_stacks, load_stack_config, run_program
 from infra.tools.checks import spec_of
 from infra.tools.schemas import validate_builtin
+from tests.components.test_vllm import TLS, base, multi
 from tests.conftest import ROOT, run
-from tests.test_vllm_component import TLS, base, multi
 
 REGISTRY = "harbor.bank.internal"
 BOOTSTRAP = "bootstrap.bank.internal:5000"

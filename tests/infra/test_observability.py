@@ -29,7 +29,7 @@ def chart(rec: Recording, name: str) -> dict[str, Any]:
 
 
 def objects(rec: Recording, kind: str) -> dict[str, Any]:
-    return {o.object_name: o for o in rec.kubernetes_objects() if o.kind == kind}
+    return {o.object_name: o for o in rec.of_kind(kind)}
 
 
 def test_kube_prometheus_stack_values(finance: Recording) -> None:
@@ -223,15 +223,11 @@ def test_gateway_proxies_are_scraped(finance: Recording) -> None:
     assert spec["selector"]["matchLabels"]["gateway.envoyproxy.io/owning-gateway-name"] == gateway.object_name
     ports = {e["port"]: e["path"] for e in spec["podMetricsEndpoints"]}
     assert ports == {"metrics": "/stats/prometheus", "aigw-metrics": "/metrics"}
-    policies = {(p.namespace, p.object_name): p.inputs["spec"] for p in objects_list(finance, "NetworkPolicy")}
+    policies = {(p.namespace, p.object_name): p.inputs["spec"] for p in finance.of_kind("NetworkPolicy")}
     ingress = policies[("llm-gateway", "allow-ingress-from-llm-monitoring")]["ingress"]
     assert {p["port"] for rule in ingress for p in rule["ports"]} == {19001, 1064}
     egress = policies[("llm-monitoring", "allow-egress-to-llm-gateway")]["egress"]
     assert {p["port"] for rule in egress for p in rule["ports"]} == {19001, 1064}
-
-
-def objects_list(rec: Recording, kind: str) -> list[Any]:
-    return [o for o in rec.kubernetes_objects() if o.kind == kind]
 
 
 def test_grafana_reads_the_audit_log_with_a_read_only_user(finance: Recording) -> None:
@@ -252,7 +248,7 @@ def test_grafana_reads_the_audit_log_with_a_read_only_user(finance: Recording) -
     assert roles["privatellm_audit_reader"] == {
         "indices": [{"names": ["privatellm-audit-*"], "privileges": ["read", "view_index_metadata"]}]
     }
-    policies = {(p.namespace, p.object_name): p.inputs["spec"] for p in objects_list(finance, "NetworkPolicy")}
+    policies = {(p.namespace, p.object_name): p.inputs["spec"] for p in finance.of_kind("NetworkPolicy")}
     ingress = policies[("llm-logging", "allow-ingress-from-llm-monitoring")]["ingress"]
     assert {p["port"] for rule in ingress for p in rule["ports"]} == {9114, 9200}
     template = json.loads(

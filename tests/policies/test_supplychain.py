@@ -6,9 +6,11 @@ from typing import Any
 
 import pytest
 
+from infra.offline import RecordedResource
 from policies.base import split_image
-from policies.supplychain import SUPPLY_CHAIN_RULES
-from tests.policy_fixtures import POD_KINDS, good_template, violations, wrap
+from policies.supplychain import HARBOR_PROJECT, SUPPLY_CHAIN_RULES
+from tests.policies.fixtures import POD_KINDS, good_template, violations, wrap
+from tests.policies.mutations import Addition, Mutation, container, is_workload
 
 RULES = {r.name: r for r in SUPPLY_CHAIN_RULES}
 DIGEST = "sha256:" + "ab" * 32
@@ -127,3 +129,85 @@ def test_helm_release_is_refused_and_other_types_ignored() -> None:
     assert violations(RULES["no-helm-release"], "kubernetes:helm.sh/v4:Chart", {"name": "harbor"}) == []
     for rule in SUPPLY_CHAIN_RULES:
         assert violations(rule, "kubernetes:core/v1:ConfigMap", {"metadata": {"name": "x"}}) == []
+
+
+PROJECT_RULE = next(r for r in SUPPLY_CHAIN_RULES if r.name == "registry-project-controls")
+GOOD_PROJECT = {
+    "name": "platform",
+    "public": False,
+    "vulnerabilityScanning": True,
+    "deploymentSecurity": "high",
+    "enableContentTrustCosign": True,
+}
+
+
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        ({}, None),
+        ({"vulnerabilityScanning": False}, "does not scan images on push"),
+        ({"deploymentSecurity": None}, "lets images with any known vulnerability be pulled"),
+        ({"deploymentSecurity": "none"}, "lets images with any known vulnerability be pulled"),
+        ({"enableContentTrustCosign": False}, "does not require cosign signatures"),
+        ({"enableContentTrustCosign": False, "registryId": 3}, None),  # a proxy cache mirrors unsigned upstream
+        ({"public": True}, "is public"),
+    ],
+)
+def test_registry_project_controls(change: dict[str, Any], expected: str | None) -> None:
+    result = violations(PROJECT_RULE, HARBOR_PROJECT, {**GOOD_PROJECT, **change})
+    if expected is None:
+        assert result == []
+    else:
+        assert len(result) == 1 and expected in result[0]
+
+
+def test_registry_rule_ignores_other_types() -> None:
+    assert violations(PROJECT_RULE, "harbor:index/robotAccount:RobotAccount", {"public": True}) == []
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Mutations: each a violation injected into every shipped stack's render (tests/stacks/test_mutations.py)
+# ---------------------------------------------------------------------------------------------------------------
+
+MUTATIONS: list[Mutation] = [
+    Mutation(
+        "images-from-internal-registry",
+        "docker.io",
+        is_workload,
+        container(lambda c: c.update(image="docker.io/library/busybox:1.37")),
+    ),
+    Mutation(
+        "images-pinned",
+        ":latest",
+        is_workload,
+        container(lambda c: c.update(image=c["image"].split("@")[0].rsplit(":", 1)[0] + ":latest")),
+    ),
+    Mutation(
+        "charts-pinned",
+        "version range",
+        lambda r: r.is_chart,
+        lambda props: props.update(version="^1.0"),
+    ),
+    Mutation(
+        "registry-project-controls",
+        "no scan on push",
+        lambda r: r.type == "harbor:index/project:Project",
+        lambda props: props.update(vulnerabilityScanning=False),
+    ),
+]
+
+
+def helm_release(stack: str) -> RecordedResource:
+    return RecordedResource(
+        urn=f"urn:pulumi:{stack}::private-llm::kubernetes:helm.sh/v3:Release::x",
+        type="kubernetes:helm.sh/v3:Release",
+        name="x",
+        custom=True,
+        parent=None,
+        provider=None,
+        inputs={"chart": "harbor", "version": "1.19.1"},
+        masked={},
+    )
+
+
+ADDITIONS: dict[str, Addition] = {"no-helm-release": helm_release}

@@ -9,9 +9,8 @@ from pulumi_policy import PolicyResource, StackValidationArgs
 
 from policies.gateway import AI_GATEWAY_ROUTES, GATEWAY_STACK_RULES, HTTP_ROUTE
 from policies.pack import policy_config
-from policies.supplychain import HARBOR_PROJECT, SUPPLY_CHAIN_RULES
-from tests.policy_fixtures import policy_resource as resource
-from tests.policy_fixtures import violations
+from tests.policies.fixtures import policy_resource as resource
+from tests.policies.mutations import StackMutation
 
 RULES = {r.name: r for r in GATEWAY_STACK_RULES}
 NS = "llm-gateway"
@@ -72,35 +71,11 @@ def test_stack_without_routes_passes() -> None:
     assert found("gateway-authentication", []) == [] and found("gateway-rate-limits", []) == []
 
 
-PROJECT_RULE = next(r for r in SUPPLY_CHAIN_RULES if r.name == "registry-project-controls")
-GOOD_PROJECT = {
-    "name": "platform",
-    "public": False,
-    "vulnerabilityScanning": True,
-    "deploymentSecurity": "high",
-    "enableContentTrustCosign": True,
+# ---------------------------------------------------------------------------------------------------------------
+# Mutations: each a violation injected into every shipped stack's render (tests/stacks/test_mutations.py)
+# ---------------------------------------------------------------------------------------------------------------
+
+STACK_MUTATIONS: dict[str, StackMutation] = {
+    "gateway-authentication": lambda r: r.kind == "SecurityPolicy",
+    "gateway-rate-limits": lambda r: r.kind == "BackendTrafficPolicy",
 }
-
-
-@pytest.mark.parametrize(
-    ("change", "expected"),
-    [
-        ({}, None),
-        ({"vulnerabilityScanning": False}, "does not scan images on push"),
-        ({"deploymentSecurity": None}, "lets images with any known vulnerability be pulled"),
-        ({"deploymentSecurity": "none"}, "lets images with any known vulnerability be pulled"),
-        ({"enableContentTrustCosign": False}, "does not require cosign signatures"),
-        ({"enableContentTrustCosign": False, "registryId": 3}, None),  # a proxy cache mirrors unsigned upstream
-        ({"public": True}, "is public"),
-    ],
-)
-def test_registry_project_controls(change: dict[str, Any], expected: str | None) -> None:
-    result = violations(PROJECT_RULE, HARBOR_PROJECT, {**GOOD_PROJECT, **change})
-    if expected is None:
-        assert result == []
-    else:
-        assert len(result) == 1 and expected in result[0]
-
-
-def test_registry_rule_ignores_other_types() -> None:
-    assert violations(PROJECT_RULE, "harbor:index/robotAccount:RobotAccount", {"public": True}) == []

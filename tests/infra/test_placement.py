@@ -13,9 +13,10 @@ from typer.testing import CliRunner
 
 from infra.capacity import GPU_CATALOG, MODEL_CATALOG
 from infra.cli import app
-from infra.offline import OfflineError, Recording, config_from_mapping, load_stack_config, run_program, write_render
+from infra.offline import OfflineError, Recording, load_stack_config, run_program, write_render
 from infra.tools.checks import check_recording, spec_of
 from tests.conftest import ROOT
+from tests.platforms import model, render
 
 runner = CliRunner()
 
@@ -30,14 +31,6 @@ def platform(**kw: Any) -> dict[str, Any]:
     }
     doc.update(kw)
     return doc
-
-
-def model(**kw: Any) -> dict[str, Any]:
-    return {"name": "llama-8b", "model": "Llama-3.1-8B", "pool": "h100", "max_model_len": 8192, **kw}
-
-
-def render(doc: dict[str, Any], project: Path = ROOT, **config: Any) -> Recording:
-    return run_program(config_from_mapping("test", {"privatellm:platform": doc, **config}, project_dir=project))
 
 
 def problems_of(doc: dict[str, Any], project: Path = ROOT, **config: Any) -> str:

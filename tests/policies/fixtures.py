@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from pulumi_policy import PolicyCustomTimeouts, PolicyResource, PolicyResourceOptions, ResourceValidationArgs
+from pulumi_policy import (
+    PolicyCustomTimeouts,
+    PolicyResource,
+    PolicyResourceOptions,
+    ResourceValidationArgs,
+    StackValidationArgs,
+)
 
-from policies.base import Rule
-from policies.pack import policy_config
+from policies.base import Rule, StackRule
+from policies.pack import RESOURCE_RULES, policy_config
 
 
 def good_container(name: str = "app") -> dict[str, Any]:
@@ -148,7 +154,10 @@ def violations(
     kubernetes_version: str = "1.31",
     exempt: dict[str, str] | None = None,
     profile: str = "finance",
+    config: Mapping[str, Any] | None = None,
 ) -> list[str]:
+    """What `rule` reports on one resource; `config` (a whole policy config) replaces the one built from the other
+    arguments."""
     found: list[str] = []
     args = ResourceValidationArgs(
         resource_type=resource_type,
@@ -157,16 +166,17 @@ def violations(
         name="fixture",
         opts=PolicyResourceOptions(False, [], None, [], PolicyCustomTimeouts(0, 0, 0), [], None),
         provider=None,
-        config=policy_config(kubernetes_version, exempt, profile=profile),
+        config=dict(config) if config is not None else policy_config(kubernetes_version, exempt, profile=profile),
     )
     rule.validate(args, lambda message, urn=None: found.append(message))
     return found
 
 
-Mutation = Callable[[dict[str, Any]], None]
+TemplateMutation = Callable[[dict[str, Any]], None]
 
 
-def mutated(mutation: Mutation) -> dict[str, Any]:
+def mutated(mutation: TemplateMutation) -> dict[str, Any]:
+    """The compliant template with one change."""
     template = good_template()
     mutation(template)
     return template
@@ -185,3 +195,68 @@ def policy_resource(resource_type: str, props: dict[str, Any], name: str) -> Pol
         dependencies=[],
         property_dependencies={},
     )
+
+
+def stack_violations(rule: StackRule, resources: list[PolicyResource], **config: Any) -> list[str]:
+    """What a stack rule reports on `resources` under `policy_config(**config)`."""
+    found: list[str] = []
+    args = StackValidationArgs(resources=resources, config=policy_config(**config))
+    rule.validate(args, lambda message, urn=None: found.append(message))
+    return found
+
+
+def main(t: dict[str, Any]) -> dict[str, Any]:
+    """The first container of a pod template."""
+    container: dict[str, Any] = t["spec"]["containers"][0]
+    return container
+
+
+def init(t: dict[str, Any]) -> dict[str, Any]:
+    """The first init container of a pod template."""
+    container: dict[str, Any] = t["spec"]["initContainers"][0]
+    return container
+
+
+def env(t: dict[str, Any], name: str, value: str) -> None:
+    main(t).setdefault("env", []).append({"name": name, "value": value})
+
+
+Base = Callable[[], dict[str, Any]]
+Case = tuple[str, str, Base, Callable[[dict[str, Any]], Any], bool]
+"""(rule, what, base template, mutation of the template, fails)"""
+
+
+def check_case(rules: Mapping[str, Rule], case: Case, kind: str) -> None:
+    """A pod-template case: the mutated template, wrapped as `kind`, fails (every template of a LeaderWorkerSet) or
+    passes the rule."""
+    rule_id, what, base, mutation, fails = case
+    template = base()
+    mutation(template)
+    resource_type, props = wrap(kind, template)
+    found = violations(rules[rule_id], resource_type, props)
+    if fails:
+        assert found, f"{rule_id} should reject {what} on {kind}"
+        if kind == "LeaderWorkerSet":
+            assert any(m.startswith("leaderTemplate: ") for m in found)
+            assert any(m.startswith("workerTemplate: ") for m in found)
+    else:
+        assert found == [], f"{rule_id} should accept {what} on {kind}: {found}"
+
+
+def partial_props_do_not_crash(rules: Iterable[Rule]) -> None:
+    """Computed values can be missing while previewing: rules treat them as absent, they do not crash."""
+    for rule in rules:
+        for props in (
+            {"spec": {"template": {"spec": {"containers": [None, {}, {"resources": None, "securityContext": None}]}}}},
+            {"spec": None},
+            {},
+        ):
+            violations(rule, "kubernetes:apps/v1:Deployment", props)
+
+
+def in_the_pack_with_report_metadata(rules: Iterable[Rule]) -> None:
+    names = {r.name for r in RESOURCE_RULES}
+    for rule in rules:
+        assert rule.name in names
+        assert rule.description and rule.remediation_steps and rule.severity is not None
+        assert rule.framework is not None and rule.tags

@@ -21,7 +21,6 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -32,8 +31,8 @@ from infra.cli import app
 from infra.config import PlatformSpec
 from infra.offline import RecordedResource, Recording, available_stacks, load_stack_config, run_stack
 from infra.tools.checks import spec_of
+from tests.conftest import ROOT
 
-ROOT = Path(__file__).resolve().parent.parent
 STACKS = available_stacks(ROOT)
 HELM = {"kubernetes:helm.sh/v4:Chart", "kubernetes:helm.sh/v3:Chart", "kubernetes:helm.sh/v3:Release"}
 

@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 from infra.cli import app
 from infra.tools.manifests import ManifestError, check_manifests, load_manifests, pulumi_type
-from tests.policy_fixtures import good_template
+from tests.policies.fixtures import good_template
 
 runner = CliRunner()
 REGISTRY = "harbor.example.internal"

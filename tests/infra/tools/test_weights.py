@@ -29,8 +29,8 @@ from infra.tools.weights import (
     verify_dir,
     verify_remote,
 )
+from tests.conftest import ROOT
 
-ROOT = Path(__file__).resolve().parent.parent
 VERIFIER = ROOT / "components" / "assets" / "verify_weights.py"
 BUCKET = "models"
 PREFIX = "llama-8b"

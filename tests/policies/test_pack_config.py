@@ -28,7 +28,7 @@ from policies.pack import (
 from policies.profiles import LEVELS, PROFILES, THRESHOLDS, Profile, threshold
 from policies.tls import TLS_RULES
 from tests.conftest import ROOT
-from tests.policy_fixtures import violations
+from tests.policies.fixtures import violations
 
 CERT = "kubernetes:cert-manager.io/v1:Certificate"
 LIFETIME = next(r for r in TLS_RULES if r.name == "certificate-lifetime")

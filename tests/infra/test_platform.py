@@ -17,13 +17,13 @@ import pytest
 import infra.platform
 from infra.builders.guardrails import guardrails_args
 from infra.config import FULL_PLATFORM_KEY, LOG_SHIPPER_NAMESPACE, PlatformSpec, StackConfigError, parse_platform
-from infra.offline import OfflineError, RecordedResource, Recording, chart_document, load_stack_config, run_program
+from infra.offline import OfflineError, Recording, chart_document, load_stack_config, run_program
 from infra.pack_config import stack_policy_config
 from infra.tools.checks import spec_of
 from policies.base import containers, get_path, pod_templates
 from policies.tls import SERVICE, exposure
 from tests.conftest import ROOT, run
-from tests.test_stacks import SHIPPED
+from tests.stacks.test_stacks import SHIPPED
 
 STACKS = sorted(SHIPPED)
 NAME_LABEL = "kubernetes.io/metadata.name"
@@ -44,17 +44,13 @@ def variant(stack: str, change: Callable[[dict[str, Any]], None]) -> tuple[Recor
     return run_program(changed), spec_of(changed)
 
 
-def objects(recording: Recording, kind: str) -> list[RecordedResource]:
-    return [o for o in recording.kubernetes_objects() if o.kind == kind]
-
-
 def charts(recording: Recording) -> dict[str, dict[str, Any]]:
     """Release name → chart document (chart, version, namespace, repositoryOpts, values)."""
     return {str(doc["release"]): doc for doc in (chart_document(r) for r in recording.charts())}
 
 
 def quota_of(recording: Recording, namespace: str) -> Mapping[str, str]:
-    [quota] = [q for q in objects(recording, "ResourceQuota") if q.namespace == namespace]
+    [quota] = [q for q in recording.of_kind("ResourceQuota") if q.namespace == namespace]
     hard = quota.inputs["spec"]["hard"]
     assert isinstance(hard, Mapping)
     return hard
@@ -79,7 +75,7 @@ def exposed_services(recording: Recording) -> dict[str, tuple[int, int]]:
         if service_type in ("LoadBalancer", "NodePort"):
             counts[namespace][1] += ports
 
-    for service in objects(recording, "Service"):
+    for service in recording.of_kind("Service"):
         spec = service.inputs["spec"]
         add(str(service.namespace), spec.get("type") or "ClusterIP", len(spec.get("ports") or []))
     # Envoy Gateway (GatewayNamespace mode) creates each Gateway's proxy Service in the Gateway's namespace: its type
@@ -88,9 +84,9 @@ def exposed_services(recording: Recording) -> dict[str, tuple[int, int]]:
     if "envoy-gateway" in documents:
         mode = get_path(documents["envoy-gateway"]["values"], ("config", "envoyGateway", "provider", "kubernetes"))
         assert get_path(mode, ("deploy", "type")) == "GatewayNamespace"
-    classes = {c.object_name: c.inputs["spec"] for c in objects(recording, "GatewayClass")}
-    proxies = {(p.namespace, p.object_name): p.inputs["spec"] for p in objects(recording, "EnvoyProxy")}
-    for gateway in objects(recording, "Gateway"):
+    classes = {c.object_name: c.inputs["spec"] for c in recording.of_kind("GatewayClass")}
+    proxies = {(p.namespace, p.object_name): p.inputs["spec"] for p in recording.of_kind("EnvoyProxy")}
+    for gateway in recording.of_kind("Gateway"):
         ref = classes[gateway.inputs["spec"]["gatewayClassName"]]["parametersRef"]
         proxy = proxies[(ref["namespace"], ref["name"])]
         service_type = get_path(proxy, ("provider", "kubernetes", "envoyService", "type")) or "LoadBalancer"
@@ -108,7 +104,7 @@ def exposed_services(recording: Recording) -> dict[str, tuple[int, int]]:
 def test_every_quota_admits_exactly_the_external_services_of_its_namespace(stack: str) -> None:
     recording, _ = rendered(stack)
     exposed = exposed_services(recording)
-    for quota in objects(recording, "ResourceQuota"):
+    for quota in recording.of_kind("ResourceQuota"):
         hard = quota.inputs["spec"]["hard"]
         admitted = (int(hard["services.loadbalancers"]), int(hard["services.nodeports"]))
         assert admitted == exposed.get(str(quota.namespace), (0, 0)), quota.namespace
@@ -127,7 +123,7 @@ def test_gateway_namespace_admits_the_declared_service_type(service_type: str, a
     hard = quota_of(recording, spec.namespaces.gateway.name)
     assert (hard["services.loadbalancers"], hard["services.nodeports"]) == admitted
     assert hard["pods"] == "30"
-    [proxy] = objects(recording, "EnvoyProxy")
+    [proxy] = recording.of_kind("EnvoyProxy")
     assert proxy.inputs["spec"]["provider"]["kubernetes"]["envoyService"]["type"] == service_type
 
 
@@ -180,7 +176,7 @@ def test_harbor_on_a_node_port_serves_https_on_the_port_of_registry_host() -> No
     assert (hard["services.loadbalancers"], hard["services.nodeports"]) == ("0", "2")
     assert spec.namespaces.registry.name in stack_policy_config(spec)["gatewayNamespaces"]
     # The certificate names the host, not host:port.
-    [cert] = [c for c in objects(recording, "Certificate") if c.object_name == "harbor-tls"]
+    [cert] = [c for c in recording.of_kind("Certificate") if c.object_name == "harbor-tls"]
     assert cert.inputs["spec"]["commonName"] == "harbor.bank.internal"
     assert "harbor.bank.internal" in cert.inputs["spec"]["dnsNames"]
 
@@ -276,11 +272,11 @@ def network_allows(recording: Recording) -> tuple[set[Flow], set[Flow], dict[str
     """Every NetworkPolicy allow between the stack's own namespaces: (egress allows, ingress allows, ports each
     namespace admits from anywhere). Allows to or from CIDRs and to namespaces the stack does not render (the
     cluster's DNS) are left out."""
-    ours = {n.object_name for n in objects(recording, "Namespace")}
+    ours = {n.object_name for n in recording.of_kind("Namespace")}
     egress: set[Flow] = set()
     ingress: set[Flow] = set()
     anywhere: dict[str, set[int | None]] = defaultdict(set)
-    for policy in objects(recording, "NetworkPolicy"):
+    for policy in recording.of_kind("NetworkPolicy"):
         ns = str(policy.namespace)
         spec = policy.inputs["spec"]
         for rule in spec.get("egress") or []:
@@ -334,7 +330,7 @@ def test_prometheus_reaches_every_metrics_endpoint_of_the_stack(stack: str) -> N
 def test_models_admit_no_gateway_where_the_stack_has_none() -> None:
     recording, spec = rendered("gov-airgap")
     assert spec.gateway is None
-    for policy in objects(recording, "NetworkPolicy"):
+    for policy in recording.of_kind("NetworkPolicy"):
         if policy.object_name.endswith("-serving"):
             [rule] = policy.inputs["spec"]["ingress"]
             assert _peer_namespaces(rule["from"]) == [spec.namespaces.monitoring.name]
@@ -345,7 +341,7 @@ def test_models_admit_nobody_without_gateway_and_monitoring() -> None:
         platform["observability"] = {"enabled": False}
 
     recording, _ = variant("gov-airgap", change)
-    serving = [p for p in objects(recording, "NetworkPolicy") if p.object_name.endswith("-serving")]
+    serving = [p for p in recording.of_kind("NetworkPolicy") if p.object_name.endswith("-serving")]
     assert serving
     for policy in serving:
         # No ingress rule at all: a rule without `from` would admit every source.
@@ -428,11 +424,11 @@ def pull_secrets_present(recording: Recording, spec: PlatformSpec) -> dict[str, 
     """Namespace → dockerconfigjson Secrets there: rendered by the stack, or (a registry the platform does not
     manage) the stack's `registry.pull_secret_name`, a documented prerequisite in every namespace."""
     present: dict[str, set[str]] = defaultdict(set)
-    for secret in objects(recording, "Secret"):
+    for secret in recording.of_kind("Secret"):
         if secret.inputs.get("type") == "kubernetes.io/dockerconfigjson":
             present[str(secret.namespace)].add(secret.object_name)
     if spec.registry is not None and spec.registry.harbor is None and spec.registry.pull_secret_name:
-        for ns in objects(recording, "Namespace"):
+        for ns in recording.of_kind("Namespace"):
             present[ns.object_name].add(spec.registry.pull_secret_name)
     return present
 
@@ -459,7 +455,7 @@ def test_every_chart_pulling_from_the_private_registry_has_a_pull_secret_that_ex
     assert spec.registry is not None
     present = pull_secrets_present(recording, spec)
     private = private_registry(spec)
-    gateways = {str(g.namespace) for g in objects(recording, "Gateway")}
+    gateways = {str(g.namespace) for g in recording.of_kind("Gateway")}
     for release, doc in charts(recording).items():
         values, namespace = doc["values"], str(doc["namespace"])
         pulls = set(_values_pull_secrets(values))

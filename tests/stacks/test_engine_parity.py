@@ -26,7 +26,7 @@ from infra.pack_config import stack_pack_config
 from infra.tools.checks import CRD_POLICY, SCHEMA_POLICY, build_report, spec_of
 from policies.pack import ALL_POLICIES, PACK_NAME
 from tests.conftest import ROOT
-from tests.test_mutations import MUTATIONS
+from tests.stacks.test_mutations import MUTATIONS
 
 LEVELS = {
     "advisory": proto.ADVISORY,  # type: ignore[attr-defined]

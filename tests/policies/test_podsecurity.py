@@ -8,7 +8,8 @@ from typing import Any
 import pytest
 
 from policies.podsecurity import POD_SECURITY_RULES
-from tests.policy_fixtures import POD_KINDS, good_template, mutated, violations, wrap
+from tests.policies.fixtures import POD_KINDS, good_template, mutated, violations, wrap
+from tests.policies.mutations import Mutation, container, is_workload, pod, security
 
 RULES = {rule.name: rule for rule in POD_SECURITY_RULES}
 
@@ -491,3 +492,110 @@ def test_rules_carry_report_metadata() -> None:
         assert rule.description and rule.remediation_steps
         assert rule.severity is not None and rule.framework is not None
         assert any(tag.startswith("Kubernetes Pod Security Standards") for tag in rule.tags or [])
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Mutations: each a violation injected into every shipped stack's render (tests/stacks/test_mutations.py)
+# ---------------------------------------------------------------------------------------------------------------
+
+MUTATIONS: list[Mutation] = [
+    Mutation("pss-host-namespaces", "hostNetwork", is_workload, pod(lambda p: p.update(hostNetwork=True))),
+    Mutation("pss-privileged", "privileged", is_workload, container(lambda c: security(c).update(privileged=True))),
+    Mutation(
+        "pss-capabilities-baseline",
+        "adds SYS_ADMIN",
+        is_workload,
+        container(lambda c: security(c)["capabilities"].update(add=["SYS_ADMIN"])),
+    ),
+    Mutation(
+        "pss-capabilities-restricted",
+        "drops nothing",
+        is_workload,
+        container(lambda c: security(c)["capabilities"].update(drop=[])),
+    ),
+    Mutation(
+        "pss-host-path-volumes",
+        "hostPath",
+        is_workload,
+        pod(lambda p: p.setdefault("volumes", []).append({"name": "host", "hostPath": {"path": "/"}})),
+    ),
+    Mutation(
+        "pss-restricted-volumes",
+        "nfs volume",
+        is_workload,
+        pod(lambda p: p.setdefault("volumes", []).append({"name": "n", "nfs": {"server": "s", "path": "/"}})),
+    ),
+    Mutation(
+        "pss-host-ports",
+        "hostPort",
+        is_workload,
+        container(lambda c: c.setdefault("ports", []).append({"containerPort": 1, "hostPort": 1})),
+    ),
+    Mutation(
+        "pss-apparmor",
+        "unconfined",
+        is_workload,
+        container(lambda c: security(c).update(appArmorProfile={"type": "Unconfined"})),
+    ),
+    Mutation(
+        "pss-selinux",
+        "spc_t",
+        is_workload,
+        container(lambda c: security(c).update(seLinuxOptions={"type": "spc_t"})),
+    ),
+    Mutation("pss-proc-mount", "Unmasked", is_workload, container(lambda c: security(c).update(procMount="Unmasked"))),
+    Mutation(
+        "pss-seccomp-baseline",
+        "Unconfined",
+        is_workload,
+        pod(lambda p: p["securityContext"].update(seccompProfile={"type": "Unconfined"})),
+    ),
+    Mutation(
+        "pss-seccomp-restricted",
+        "no seccomp profile anywhere",
+        is_workload,
+        pod(
+            lambda p: (
+                p["securityContext"].pop("seccompProfile", None),
+                [security(c).pop("seccompProfile", None) for c in p["containers"] + p.get("initContainers", [])],
+            )
+        ),
+    ),
+    Mutation(
+        "pss-sysctls",
+        "unsafe sysctl",
+        is_workload,
+        pod(lambda p: p["securityContext"].update(sysctls=[{"name": "kernel.msgmax", "value": "1"}])),
+    ),
+    Mutation(
+        "pss-host-probes-and-lifecycle",
+        "probe to another host",
+        is_workload,
+        container(lambda c: c.update(readinessProbe={"tcpSocket": {"port": 1, "host": "10.0.0.1"}})),
+        min_minor=34,
+    ),
+    Mutation(
+        "pss-allow-privilege-escalation",
+        "escalation allowed",
+        is_workload,
+        container(lambda c: security(c).update(allowPrivilegeEscalation=True)),
+    ),
+    Mutation(
+        "pss-run-as-non-root",
+        "runAsNonRoot false",
+        is_workload,
+        pod(
+            lambda p: (
+                p["securityContext"].update(runAsNonRoot=False),
+                [security(c).pop("runAsNonRoot", None) for c in p["containers"] + p.get("initContainers", [])],
+            )
+        ),
+    ),
+    Mutation("pss-run-as-user", "UID 0", is_workload, container(lambda c: security(c).update(runAsUser=0))),
+    Mutation(
+        "pss-windows-host-process",
+        "hostProcess",
+        is_workload,
+        container(lambda c: security(c).update(windowsOptions={"hostProcess": True})),
+    ),
+]

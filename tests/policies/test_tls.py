@@ -6,8 +6,10 @@ from typing import Any
 
 import pytest
 
+from policies.pack import policy_config
 from policies.tls import TLS_RULES, go_duration_hours
-from tests.policy_fixtures import POD_KINDS, good_template, violations, wrap
+from tests.policies.fixtures import POD_KINDS, good_template, violations, wrap
+from tests.policies.mutations import Mutation, is_kind, is_vllm_workload, server, set_flag
 
 RULES = {r.name: r for r in TLS_RULES}
 GATEWAY = "kubernetes:gateway.networking.k8s.io/v1:Gateway"
@@ -89,36 +91,11 @@ def test_benchmark_client_is_not_a_server() -> None:
 def test_exposure(kind: str, namespace: str, fails: bool) -> None:
     rule = RULES["no-external-services"]
     service = {"metadata": {"name": "s", "namespace": namespace}, "spec": {"type": kind}}
-    from pulumi_policy import PolicyCustomTimeouts, PolicyResourceOptions, ResourceValidationArgs
-
-    from policies.pack import policy_config
-
-    found: list[str] = []
     config = policy_config(gateway_namespaces=["llm-gateway"])
-    args = ResourceValidationArgs(
-        "kubernetes:core/v1:Service",
-        service,
-        "urn:x",
-        "s",
-        PolicyResourceOptions(False, [], None, [], PolicyCustomTimeouts(0, 0, 0), [], None),
-        None,
-        config=config,
-    )
-    rule.validate(args, lambda m, urn=None: found.append(m))
-    assert bool(found) == fails
+    assert bool(violations(rule, "kubernetes:core/v1:Service", service, config=config)) == fails
     # An EnvoyProxy without an explicit type gets Envoy Gateway's LoadBalancer.
     proxy = {"metadata": {"name": "p", "namespace": namespace}, "spec": {}}
-    found.clear()
-    args = ResourceValidationArgs(
-        "kubernetes:gateway.envoyproxy.io/v1alpha1:EnvoyProxy",
-        proxy,
-        "urn:y",
-        "p",
-        PolicyResourceOptions(False, [], None, [], PolicyCustomTimeouts(0, 0, 0), [], None),
-        None,
-        config=config,
-    )
-    rule.validate(args, lambda m, urn=None: found.append(m))
+    found = violations(rule, "kubernetes:gateway.envoyproxy.io/v1alpha1:EnvoyProxy", proxy, config=config)
     assert bool(found) == (namespace != "llm-gateway")
 
 
@@ -180,3 +157,53 @@ def test_the_gateway_marks_keys_the_way_the_rule_reads_them() -> None:
     from policies.tls import API_KEY_PURPOSE as RULE_PURPOSE
 
     assert API_KEY_PURPOSE == RULE_PURPOSE
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Mutations: each a violation injected into every shipped stack's render (tests/stacks/test_mutations.py)
+# ---------------------------------------------------------------------------------------------------------------
+
+MUTATIONS: list[Mutation] = [
+    Mutation(
+        "vllm-client-certificates",
+        "no client verification",
+        is_vllm_workload,
+        server(lambda c: set_flag(c, "--ssl-cert-reqs", "0")),
+    ),
+    Mutation(
+        "no-external-services",
+        "NodePort",
+        is_kind("Service"),
+        lambda props: props["spec"].update(type="NodePort"),
+    ),
+    Mutation(
+        "gateway-tls-listeners",
+        "HTTP listener",
+        is_kind("Gateway"),
+        lambda props: props["spec"]["listeners"][0].update(protocol="HTTP"),
+    ),
+    Mutation(
+        "certificate-lifetime",
+        "ten-year leaf",
+        lambda r: is_kind("Certificate")(r) and not r.inputs["spec"].get("isCA"),
+        lambda props: props["spec"].update(duration="87600h"),
+    ),
+    Mutation(
+        "key-rotation-period",
+        "keys for 1000 days",
+        lambda r: (
+            r.type == "random:index/randomPassword:RandomPassword"
+            and r.inputs.get("keepers", {}).get("purpose") == "gateway-api-key"
+        ),
+        lambda props: props["keepers"].update(rotationDays="1000"),
+    ),
+    Mutation(
+        "key-rotation-period",
+        "keys without a window",
+        lambda r: (
+            r.type == "random:index/randomPassword:RandomPassword"
+            and r.inputs.get("keepers", {}).get("purpose") == "gateway-api-key"
+        ),
+        lambda props: props["keepers"].pop("window"),
+    ),
+]

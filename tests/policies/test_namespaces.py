@@ -8,7 +8,9 @@ from pulumi_policy import PolicyCustomTimeouts, PolicyResource, PolicyResourceOp
 
 from policies.namespaces import NAMESPACE_RULES, STACK_RULES, is_default_deny
 from policies.pack import policy_config
-from tests.policy_fixtures import violations
+from tests.policies.fixtures import policy_resource, violations
+from tests.policies.fixtures import stack_violations as quota_violations
+from tests.policies.mutations import Mutation, StackMutation, is_default_deny_policy, is_kind
 
 PSA_RULE = NAMESPACE_RULES[0]
 DENY_RULE = STACK_RULES[0]
@@ -104,3 +106,43 @@ def test_namespace_psa_exemption() -> None:
     privileged = namespace("gpu-operator", level="privileged")
     assert violations(PSA_RULE, NS, privileged)
     assert violations(PSA_RULE, NS, privileged, exempt={"gpu-operator": "driver containers"}) == []
+
+
+QUOTA_RULE = next(r for r in STACK_RULES if r.name == "namespace-quota")
+
+
+def test_namespace_quota() -> None:
+    def ns(name: str) -> PolicyResource:
+        return resource(NS, {"metadata": {"name": name}})
+
+    def in_namespace(kind: str, namespace: str) -> PolicyResource:
+        return policy_resource(
+            f"kubernetes:core/v1:{kind}", {"metadata": {"name": "x", "namespace": namespace}}, f"{namespace}-{kind}"
+        )
+
+    complete = [ns("a"), in_namespace("ResourceQuota", "a"), in_namespace("LimitRange", "a")]
+    assert quota_violations(QUOTA_RULE, complete) == []
+    found = quota_violations(QUOTA_RULE, [ns("a"), in_namespace("ResourceQuota", "a")])
+    assert found == ["namespace 'a' has no LimitRange: its pods' consumption is unbounded"]
+    found = quota_violations(QUOTA_RULE, [ns("b"), in_namespace("ResourceQuota", "a")])
+    assert found == ["namespace 'b' has no ResourceQuota and no LimitRange: its pods' consumption is unbounded"]
+    assert quota_violations(QUOTA_RULE, [ns("b")], exempt_namespaces={"b": "reason"}) == []
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Mutations: each a violation injected into every shipped stack's render (tests/stacks/test_mutations.py)
+# ---------------------------------------------------------------------------------------------------------------
+
+MUTATIONS: list[Mutation] = [
+    Mutation(
+        "namespace-pod-security",
+        "enforce privileged",
+        is_kind("Namespace"),
+        lambda props: props["metadata"]["labels"].update({"pod-security.kubernetes.io/enforce": "privileged"}),
+    ),
+]
+
+STACK_MUTATIONS: dict[str, StackMutation] = {
+    "namespace-default-deny": is_default_deny_policy,
+    "namespace-quota": lambda r: r.kind == "ResourceQuota",
+}

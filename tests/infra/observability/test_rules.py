@@ -13,8 +13,8 @@ import pytest
 import yaml
 
 from infra.observability.rules import FEATURES, ModelSlo, build_rule_groups, rule_file_yaml
+from tests.conftest import ROOT
 
-ROOT = Path(__file__).resolve().parent.parent
 NS = "inference"
 LLAMA = ModelSlo("meta/llama-3.3-70b", ttft_p95_seconds=2.0, ttft_p99_seconds=4.0, workload="llama")
 QWEN = ModelSlo(

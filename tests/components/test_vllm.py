@@ -21,7 +21,7 @@ from components.vllm import (
     check_extra_args,
 )
 from components.vllm_flags import is_vllm_flag
-from infra.offline import RecordedResource, Recording
+from infra.offline import Recording
 from infra.tools.checks import run_resource_rules, validate_schemas
 from policies.base import pod_templates
 from policies.pack import policy_config
@@ -94,15 +94,6 @@ def record(args: VllmServiceArgs) -> Recording:
     return run(program=lambda: VllmService(args.name, args))
 
 
-def objects(rec: Recording, kind: str) -> list[RecordedResource]:
-    return [r for r in rec.kubernetes_objects() if r.kind == kind]
-
-
-def one(rec: Recording, kind: str) -> dict[str, Any]:
-    [found] = objects(rec, kind)
-    return found.inputs
-
-
 def server(pod_spec: dict[str, Any]) -> dict[str, Any]:
     [container] = [c for c in pod_spec["containers"] if c["name"] == "vllm"]
     return container
@@ -114,8 +105,8 @@ def flag(args: list[str], name: str) -> str | None:
 
 def test_single_node_deployment() -> None:
     rec = record(base())
-    deployment = one(rec, "Deployment")
-    assert not objects(rec, "LeaderWorkerSet")
+    deployment = rec.one("Deployment").inputs
+    assert not rec.of_kind("LeaderWorkerSet")
     spec = deployment["spec"]
     assert spec["replicas"] == 2
     pod = spec["template"]["spec"]
@@ -134,12 +125,12 @@ def test_single_node_deployment() -> None:
     assert pod["tolerations"][0]["key"] == "privatellm.io/gpu-pool"
     # A full pool: roll one pod at a time, never ask for a surge GPU.
     assert spec["strategy"]["rollingUpdate"] == {"maxSurge": 0, "maxUnavailable": 1}
-    assert one(rec, "Service")["spec"]["ports"][0]["port"] == 8000
-    assert one(rec, "PodDisruptionBudget")["spec"]["maxUnavailable"] == 1
+    assert rec.one("Service").inputs["spec"]["ports"][0]["port"] == 8000
+    assert rec.one("PodDisruptionBudget").inputs["spec"]["maxUnavailable"] == 1
 
 
 def test_surge_when_the_pool_has_room() -> None:
-    spec = one(record(base(surge_allowed=True)), "Deployment")["spec"]
+    spec = record(base(surge_allowed=True)).one("Deployment").inputs["spec"]
     assert spec["strategy"]["rollingUpdate"] == {"maxSurge": 1, "maxUnavailable": 0}
 
 
@@ -165,7 +156,7 @@ def test_pod_is_hardened_and_passes_every_pod_security_rule() -> None:
     )
     results = run_resource_rules(rec, config)
     assert results and all(r.passed for r in results), [r for r in results if not r.passed]
-    pod = one(rec, "Deployment")["spec"]["template"]["spec"]
+    pod = rec.one("Deployment").inputs["spec"]["template"]["spec"]
     assert pod["automountServiceAccountToken"] is False
     assert pod["securityContext"]["runAsUser"] >= 10000
     for c in [*pod["containers"], *pod["initContainers"]]:
@@ -179,22 +170,22 @@ def test_pod_is_hardened_and_passes_every_pod_security_rule() -> None:
     assert all("hostPath" not in v for v in pod["volumes"])
     mounts = {m["mountPath"] for m in server(pod)["volumeMounts"]}
     assert {"/home/vllm", "/tmp", "/dev/shm"} <= mounts
-    assert one(rec, "ServiceAccount")["automountServiceAccountToken"] is False
+    assert rec.one("ServiceAccount").inputs["automountServiceAccountToken"] is False
 
 
 def test_shm_grows_with_tensor_parallelism() -> None:
-    pod = one(record(base(tensor_parallel_size=4)), "Deployment")["spec"]["template"]["spec"]
+    pod = record(base(tensor_parallel_size=4)).one("Deployment").inputs["spec"]["template"]["spec"]
     assert {v["name"]: v for v in pod["volumes"]}["dshm"]["emptyDir"]["sizeLimit"] == "8Gi"
     assert server(pod)["resources"]["limits"]["nvidia.com/gpu"] == "4"
 
 
 def test_pvc_cache_is_retained_on_delete_and_mounted_read_only() -> None:
     rec = record(base())
-    [pvc] = objects(rec, "PersistentVolumeClaim")
+    [pvc] = rec.of_kind("PersistentVolumeClaim")
     assert pvc.options["retainOnDelete"] is True
     assert pvc.inputs["spec"]["accessModes"] == ["ReadOnlyMany"]
     assert pvc.inputs["spec"]["resources"]["requests"]["storage"] == "40Gi"
-    pod = one(rec, "Deployment")["spec"]["template"]["spec"]
+    pod = rec.one("Deployment").inputs["spec"]["template"]["spec"]
     weights = next(v for v in pod["volumes"] if v["name"] == "weights")
     assert weights["persistentVolumeClaim"] == {"claimName": "llama-8b-weights", "readOnly": True}
     assert next(m for m in server(pod)["volumeMounts"] if m["name"] == "weights")["readOnly"] is True
@@ -202,8 +193,8 @@ def test_pvc_cache_is_retained_on_delete_and_mounted_read_only() -> None:
 
 def test_existing_claim_is_used_not_created() -> None:
     rec = record(base(store=ModelStore(kind="pvc", path="m", claim_name="shared-models", create_claim=False)))
-    assert not objects(rec, "PersistentVolumeClaim")
-    pod = one(rec, "Deployment")["spec"]["template"]["spec"]
+    assert not rec.of_kind("PersistentVolumeClaim")
+    pod = rec.one("Deployment").inputs["spec"]["template"]["spec"]
     assert (
         next(v for v in pod["volumes"] if v["name"] == "weights")["persistentVolumeClaim"]["claimName"]
         == "shared-models"
@@ -212,10 +203,10 @@ def test_existing_claim_is_used_not_created() -> None:
 
 def test_s3_store_streams_with_runai_and_keeps_credentials_in_a_secret() -> None:
     rec = record(base(store=s3_store(path="s3://models/llama-8b")))
-    assert not objects(rec, "PersistentVolumeClaim")
-    [secret] = objects(rec, "Secret")
+    assert not rec.of_kind("PersistentVolumeClaim")
+    [secret] = rec.of_kind("Secret")
     assert secret.masked["stringData"] == "[secret]"
-    pod = one(rec, "Deployment")["spec"]["template"]["spec"]
+    pod = rec.one("Deployment").inputs["spec"]["template"]["spec"]
     c = server(pod)
     assert c["args"][0] == "s3://models/llama-8b"
     assert flag(c["args"], "--load-format") == "runai_streamer"
@@ -225,7 +216,7 @@ def test_s3_store_streams_with_runai_and_keeps_credentials_in_a_secret() -> None
         assert "value" not in env[key]
         assert env[key]["valueFrom"]["secretKeyRef"] == {"name": "llama-8b-s3-credentials", "key": key}
     # Egress only to the model store (DNS comes from the namespace's own allow rule).
-    serving = next(p for p in objects(rec, "NetworkPolicy") if p.object_name == "llama-8b-serving").inputs["spec"]
+    serving = next(p for p in rec.of_kind("NetworkPolicy") if p.object_name == "llama-8b-serving").inputs["spec"]
     assert serving["policyTypes"] == ["Ingress", "Egress"]
     [egress] = serving["egress"]
     assert egress["to"] == [{"ipBlock": {"cidr": "10.20.0.0/24"}}]
@@ -234,9 +225,9 @@ def test_s3_store_streams_with_runai_and_keeps_credentials_in_a_secret() -> None
 
 def test_integrity_init_container_verifies_before_the_server_starts() -> None:
     rec = record(base())
-    [cm] = [r for r in objects(rec, "ConfigMap") if r.object_name == "llama-8b-integrity"]
+    [cm] = [r for r in rec.of_kind("ConfigMap") if r.object_name == "llama-8b-integrity"]
     assert cm.inputs["data"]["sha256sums"] == f"{SHA}  model.safetensors\n"
-    pod = one(rec, "Deployment")["spec"]["template"]["spec"]
+    pod = rec.one("Deployment").inputs["spec"]["template"]["spec"]
     [init] = pod["initContainers"]
     assert init["name"] == "verify-weights"
     assert init["command"] == [
@@ -247,18 +238,18 @@ def test_integrity_init_container_verifies_before_the_server_starts() -> None:
         "--root",
         "/models/llama-8b",
     ]
-    scripts = next(r for r in objects(rec, "ConfigMap") if r.object_name == "llama-8b-scripts")
+    scripts = next(r for r in rec.of_kind("ConfigMap") if r.object_name == "llama-8b-scripts")
     assert "INTEGRITY FAILURE" in scripts.inputs["data"]["verify_weights.py"]
 
 
 def test_no_manifest_no_init_container() -> None:
-    pod = one(record(base(integrity_manifest=None)), "Deployment")["spec"]["template"]["spec"]
+    pod = record(base(integrity_manifest=None)).one("Deployment").inputs["spec"]["template"]["spec"]
     assert "initContainers" not in pod
 
 
 def test_network_policy_admits_only_gateway_and_monitoring() -> None:
     rec = record(base())
-    [serving] = objects(rec, "NetworkPolicy")
+    [serving] = rec.of_kind("NetworkPolicy")
     spec = serving.inputs["spec"]
     assert spec["policyTypes"] == ["Ingress"]
     peers = spec["ingress"][0]["from"]
@@ -271,19 +262,19 @@ def test_network_policy_admits_only_gateway_and_monitoring() -> None:
 
 def test_network_policy_admits_only_the_clients_the_stack_has() -> None:
     """No gateway: only monitoring. Neither: no ingress rule at all (a rule without `from` admits every source)."""
-    [serving] = objects(record(base(gateway_namespace=None)), "NetworkPolicy")
+    [serving] = record(base(gateway_namespace=None)).of_kind("NetworkPolicy")
     [rule] = serving.inputs["spec"]["ingress"]
     assert [p["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"] for p in rule["from"]] == [
         "llm-monitoring"
     ]
-    [closed] = objects(record(base(gateway_namespace=None, monitoring_namespace=None)), "NetworkPolicy")
+    [closed] = record(base(gateway_namespace=None, monitoring_namespace=None)).of_kind("NetworkPolicy")
     assert closed.inputs["spec"]["policyTypes"] == ["Ingress"]
     assert not closed.inputs["spec"].get("ingress")
 
 
 def test_tls_flags_and_probes_that_work_with_client_certificates() -> None:
     rec = record(base(tls=TLS))
-    pod = one(rec, "Deployment")["spec"]["template"]["spec"]
+    pod = rec.one("Deployment").inputs["spec"]["template"]["spec"]
     c = server(pod)
     args = c["args"]
     assert flag(args, "--ssl-certfile") == "/etc/vllm/tls/tls.crt"
@@ -300,14 +291,14 @@ def test_tls_flags_and_probes_that_work_with_client_certificates() -> None:
         "timeoutSeconds": 5,
         "failureThreshold": 3,
     }
-    monitor = one(rec, "ServiceMonitor")["spec"]["endpoints"][0]
+    monitor = rec.one("ServiceMonitor").inputs["spec"]["endpoints"][0]
     assert monitor["scheme"] == "https"
     assert monitor["tlsConfig"]["cert"]["secret"]["name"] == "prom-client"
 
 
 def test_startup_probe_is_sized_from_weights_and_bandwidth() -> None:
-    small = one(record(base(weight_bytes=16 * 10**9)), "Deployment")
-    big = one(record(base(weight_bytes=160 * 10**9)), "Deployment")
+    small = record(base(weight_bytes=16 * 10**9)).one("Deployment").inputs
+    big = record(base(weight_bytes=160 * 10**9)).one("Deployment").inputs
     threshold = lambda d: server(d["spec"]["template"]["spec"])["startupProbe"]["failureThreshold"]  # noqa: E731
     # 16 GB at 1 GB/s: 2*16 + 180 s = 212 s → 22 periods of 10 s; 160 GB: 2*160 + 180 = 500 s → 50.
     assert threshold(small) == 22
@@ -316,8 +307,8 @@ def test_startup_probe_is_sized_from_weights_and_bandwidth() -> None:
 
 def test_multi_node_leader_worker_set() -> None:
     rec = record(multi())
-    assert not objects(rec, "Deployment")
-    lws = one(rec, "LeaderWorkerSet")["spec"]
+    assert not rec.of_kind("Deployment")
+    lws = rec.one("LeaderWorkerSet").inputs["spec"]
     group = lws["leaderWorkerTemplate"]
     assert group["size"] == 2
     assert group["restartPolicy"] == "RecreateGroupOnPodRestart"
@@ -331,8 +322,8 @@ def test_multi_node_leader_worker_set() -> None:
     env = {e["name"]: e for e in server(group["workerTemplate"]["spec"])["env"]}
     assert env["VLLM_HOST_IP"]["valueFrom"]["fieldRef"]["fieldPath"] == "status.podIP"
     # Only the leader serves the API.
-    assert one(rec, "Service")["spec"]["selector"]["leaderworkerset.sigs.k8s.io/worker-index"] == "0"
-    group_policy = next(p for p in objects(rec, "NetworkPolicy") if p.object_name == "llama-405b-group").inputs["spec"]
+    assert rec.one("Service").inputs["spec"]["selector"]["leaderworkerset.sigs.k8s.io/worker-index"] == "0"
+    group_policy = next(p for p in rec.of_kind("NetworkPolicy") if p.object_name == "llama-405b-group").inputs["spec"]
     selector = {"podSelector": {"matchLabels": {"leaderworkerset.sigs.k8s.io/name": "llama-405b"}}}
     assert group_policy["ingress"] == [{"from": [selector]}]
     assert group_policy["egress"] == [{"to": [selector]}]
@@ -353,7 +344,7 @@ def test_custom_resources_validate_against_upstream_schemas(crds: Path) -> None:
 def test_keda_scales_on_queued_requests() -> None:
     auto = Autoscaling(min_replicas=1, max_replicas=4, waiting_threshold=5, prometheus_url="http://prom:9090")
     rec = record(base(autoscaling=auto))
-    scaled = one(rec, "ScaledObject")["spec"]
+    scaled = rec.one("ScaledObject").inputs["spec"]
     assert scaled["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment", "name": "llama-8b"}
     assert (scaled["minReplicaCount"], scaled["maxReplicaCount"]) == (1, 4)
     [trigger] = scaled["triggers"]
@@ -364,23 +355,23 @@ def test_keda_scales_on_queued_requests() -> None:
     )
     assert trigger["metadata"]["threshold"] == "5"
     # KEDA owns the replica count: the program never sets (and so never resets) spec.replicas
-    assert "replicas" not in one(rec, "Deployment")["spec"]
-    assert "replicas" not in one(record(multi(autoscaling=auto)), "LeaderWorkerSet")["spec"]
+    assert "replicas" not in rec.one("Deployment").inputs["spec"]
+    assert "replicas" not in record(multi(autoscaling=auto)).one("LeaderWorkerSet").inputs["spec"]
     assert not [r for r in rec.resources if "HorizontalPodAutoscaler" in r.type]
-    lws_scaled = one(record(multi(autoscaling=auto)), "ScaledObject")["spec"]["scaleTargetRef"]
+    lws_scaled = record(multi(autoscaling=auto)).one("ScaledObject").inputs["spec"]["scaleTargetRef"]
     assert lws_scaled["kind"] == "LeaderWorkerSet"
 
 
 def test_benchmark_job_runs_vllm_bench_serve_for_each_concurrency() -> None:
     rec = record(base(benchmark=Benchmark([1, 16], 100, 512, 128), tls=TLS))
-    job = one(rec, "Job")["spec"]["template"]["spec"]
+    job = rec.one("Job").inputs["spec"]["template"]["spec"]
     script = job["containers"][0]["command"][2]
     assert script.count("vllm bench serve") == 2
     assert "--max-concurrency 1 " in script and "--max-concurrency 16 " in script
     assert "--dataset-name random" in script and "--metric-percentiles 50,95,99" in script
     # mTLS: the tool goes through the loopback forwarder holding the client certificate.
     assert "tls_forward.py" in script and "--base-url http://127.0.0.1:18000" in script
-    bench_policy = next(p for p in objects(rec, "NetworkPolicy") if p.object_name == "llama-8b-bench").inputs["spec"]
+    bench_policy = next(p for p in rec.of_kind("NetworkPolicy") if p.object_name == "llama-8b-bench").inputs["spec"]
     assert bench_policy["egress"][0]["ports"] == [{"protocol": "TCP", "port": 8000}]
 
 
@@ -405,14 +396,14 @@ def test_extra_args_that_are_fine() -> None:
     assert check_extra_args(["--max-num-batched-tokens", "8192", "--enable-chunked-prefill"], False) == []
     assert check_extra_args(["--compilation-config.level=3", "--no-enable-chunked-prefill"], False) == []
     assert check_extra_args(["--trust-remote-code"], True) == []
-    args = one(record(base(trust_remote_code=True)), "Deployment")["spec"]["template"]["spec"]
+    args = record(base(trust_remote_code=True)).one("Deployment").inputs["spec"]["template"]["spec"]
     assert "--trust-remote-code" in server(args)["args"]
 
 
 def test_max_output_tokens_caps_every_request_at_the_server() -> None:
-    args = server(one(record(base(max_output_tokens=2048)), "Deployment")["spec"]["template"]["spec"])["args"]
+    args = server(record(base(max_output_tokens=2048)).one("Deployment").inputs["spec"]["template"]["spec"])["args"]
     assert json.loads(flag(args, "--override-generation-config") or "{}") == {"max_new_tokens": 2048}
-    uncapped = server(one(record(base()), "Deployment")["spec"]["template"]["spec"])["args"]
+    uncapped = server(record(base()).one("Deployment").inputs["spec"]["template"]["spec"])["args"]
     assert "--override-generation-config" not in uncapped
     with pytest.raises(ValueError, match="set by the platform to cap max_tokens"):
         base(max_output_tokens=2048, extra_args=["--override-generation-config", '{"temperature": 0.2}'])

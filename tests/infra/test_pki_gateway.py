@@ -15,8 +15,9 @@ from cryptography.x509.oid import NameOID
 
 from components.gateway import API_KEY_PURPOSE, key_windows
 from infra.config import StackConfigError, parse_platform
-from infra.offline import Recording, config_from_mapping, load_stack_config, run_program
+from infra.offline import Recording, load_stack_config, run_program
 from tests.conftest import ROOT
+from tests.platforms import HARBOR, bank, model, render
 
 
 def pem(ca: bool = True, days: int = 365, start_days_ago: int = 1, key_cert_sign: bool = True) -> str:
@@ -40,30 +41,9 @@ def pem(ca: bool = True, days: int = 365, start_days_ago: int = 1, key_cert_sign
 
 
 def platform(**kw: Any) -> dict[str, Any]:
-    doc: dict[str, Any] = {
-        "name": "bank",
-        "profile": "finance",
-        "registry": {"host": "harbor.bank.internal", "immutable_projects": ["platform"]},
-        "node_pools": [
-            {
-                "name": "h100",
-                "gpu": "H100-80GB-SXM",
-                "gpus_per_node": 8,
-                "nodes": 2,
-                "onprem": {"node_names": ["a", "b"]},
-            }
-        ],
-        "gpu_operator": {"driver": "preinstalled", "driver_version": "580.95.05"},
-        "models": [
-            {
-                "name": "llama-8b",
-                "model": "Llama-3.1-8B",
-                "served_model_name": "llama-3.1-8b",
-                "pool": "h100",
-                "max_model_len": 8192,
-                "integrity": {"configmap": "approved"},
-            }
-        ],
+    defaults: dict[str, Any] = {
+        "registry": {"host": HARBOR, "immutable_projects": ["platform"]},
+        "models": [model(served_model_name="llama-3.1-8b", integrity={"configmap": "approved"})],
         "gateway": {"hostname": "llm.bank.internal", "key_rotation_days": 30, "source_ranges": ["10.0.0.0/8"]},
         "tenants": [
             {
@@ -74,12 +54,7 @@ def platform(**kw: Any) -> dict[str, Any]:
             {"name": "audit", "access": "list-models", "groups": {"admin": ["a"]}},
         ],
     }
-    doc.update(kw)
-    return doc
-
-
-def render(doc: dict[str, Any], **config: Any) -> Recording:
-    return run_program(config_from_mapping("test", {"privatellm:platform": doc, **config}, project_dir=ROOT))
+    return bank(**{**defaults, **kw})
 
 
 def crs(rec: Recording, kind: str) -> dict[str, Any]:
