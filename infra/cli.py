@@ -15,10 +15,8 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from infra.capacity import DEFAULT_GPU_MEMORY_UTILIZATION, CapacityError, PlanRequest, gpu_type, resolve_model
 from infra.capacity import plan as capacity_plan
-from infra.capacity.gpus import CapacityError, gpu_type
-from infra.capacity.models import resolve_model
-from infra.capacity.planner import DEFAULT_GPU_MEMORY_UTILIZATION, PlanRequest
 from infra.catalog import LockError, lock_path, write_lock
 from infra.config import DEFAULT_KUBERNETES_VERSION, StackConfigError, find_project_dir
 from infra.offline import OfflineError, Recording, load_stack_config, run_program, stack_file, summarize, write_render
@@ -27,19 +25,11 @@ from infra.placement import stack_plans
 from infra.supply.inventory import inventory_document, stack_inventory
 from infra.supply.lock import lock_stack
 from infra.supply.registry_client import RegistryError
+from infra.tools import weights
 from infra.tools.checks import CheckReport, PolicyConfigError, check_recording, spec_of
 from infra.tools.doctor import format_results, run_doctor
 from infra.tools.evidence import build_evidence, write_evidence
 from infra.tools.manifests import ManifestError, check_manifests
-from infra.tools.weights import (
-    WeightsError,
-    compute_manifest,
-    rich_progress,
-    s3_client_for,
-    s3_target,
-    upload_model,
-    verify_dir,
-)
 from policies.pack import merge_pack_config, validate_pack_config
 
 app = typer.Typer(
@@ -77,6 +67,7 @@ class OutputFormat(StrEnum):
     json = "json"
 
 
+FormatOption = Annotated[OutputFormat, typer.Option("--format", "-f", help="table or json.")]
 StackOption = Annotated[str, typer.Option("--stack", "-s", help="Stack name: reads stacks/Pulumi.<stack>.yaml.")]
 ProjectOption = Annotated[
     Path | None,
@@ -231,7 +222,7 @@ def check(
         list[str] | None,
         typer.Option("--registry", help="With --manifests: an internal registry host images may come from (repeat)."),
     ] = None,
-    output_format: Annotated[OutputFormat, typer.Option("--format", "-f", help="table or json.")] = OutputFormat.table,
+    output_format: FormatOption = OutputFormat.table,
     crd_schemas: Annotated[
         Path | None,
         typer.Option("--crd-schemas", help="Folder of CRD schemas laid out as <group>/<Kind>_<version>.json."),
@@ -390,7 +381,7 @@ def plan(
     kv_cache_dtype: Annotated[str, typer.Option("--kv-cache-dtype", help="auto or fp8.")] = "auto",
     gpus_per_node: Annotated[int, typer.Option("--gpus-per-node")] = 8,
     concurrency: Annotated[int, typer.Option("--concurrency", help="Concurrent max-length requests to hold.")] = 1,
-    output_format: Annotated[OutputFormat, typer.Option("--format", "-f", help="table or json.")] = OutputFormat.table,
+    output_format: FormatOption = OutputFormat.table,
     project_dir: ProjectOption = None,
 ) -> None:
 
@@ -452,7 +443,7 @@ def plan(
 )
 def doctor(
     stack: StackOption,
-    output_format: Annotated[OutputFormat, typer.Option("--format", "-f", help="table or json.")] = OutputFormat.table,
+    output_format: FormatOption = OutputFormat.table,
     project_dir: ProjectOption = None,
 ) -> None:
 
@@ -526,7 +517,7 @@ def _spec(stack: str, project_dir: Path | None) -> tuple[Any, Path]:
 )
 def images_list(
     stack: StackOption,
-    output_format: Annotated[OutputFormat, typer.Option("--format", "-f", help="table or json.")] = OutputFormat.table,
+    output_format: FormatOption = OutputFormat.table,
     project_dir: ProjectOption = None,
 ) -> None:
 
@@ -608,8 +599,8 @@ def images_lock(
 def models_manifest(model_dir: Annotated[Path, typer.Argument(help="Model folder.")]) -> None:
 
     try:
-        sys.stdout.write(compute_manifest(model_dir))
-    except WeightsError as exc:
+        sys.stdout.write(weights.compute_manifest(model_dir))
+    except weights.WeightsError as exc:
         raise fail(str(exc)) from None
 
 
@@ -627,8 +618,8 @@ def models_verify(
 ) -> None:
 
     try:
-        problems = verify_dir(model_dir, manifest.read_text())
-    except (OSError, WeightsError) as exc:
+        problems = weights.verify_dir(model_dir, manifest.read_text())
+    except (OSError, weights.WeightsError) as exc:
         raise fail(str(exc)) from None
     for problem in problems:
         err.print(problem, soft_wrap=True, highlight=False, markup=False)
@@ -658,10 +649,10 @@ def models_upload(
 
     spec, _ = _spec(stack, project_dir)
     try:
-        target = s3_target(spec, model)
-        client = s3_client_for(spec, model)
-        with rich_progress(err, f"uploading {model}") as progress:
-            result = upload_model(
+        target = weights.s3_target(spec, model)
+        client = weights.s3_client_for(spec, model)
+        with weights.rich_progress(err, f"uploading {model}") as progress:
+            result = weights.upload_model(
                 model_dir,
                 target.bucket,
                 target.prefix,
@@ -671,7 +662,7 @@ def models_upload(
                 kms_key_id=kms_key,
                 progress=progress,
             )
-    except (OSError, WeightsError) as exc:
+    except (OSError, weights.WeightsError) as exc:
         raise fail(str(exc)) from None
     out.print(
         f"{result.uri}: {len(result.uploaded)} files uploaded ({result.bytes_uploaded} bytes), "

@@ -35,6 +35,21 @@ def crds() -> Path:
     return found
 
 
+def fake_aws_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path | None = None) -> None:
+    """Credentials and region for moto; nothing read from the machine's own AWS configuration."""
+    for key, value in {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_SESSION_TOKEN": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_EC2_METADATA_DISABLED": "true",
+    }.items():
+        monkeypatch.setenv(key, value)
+    if tmp_path is not None:
+        monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+        monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
+
+
 def platform_config(platform: dict[str, Any], stack: str = "test", **extra: Any) -> StackConfig:
     return config_from_mapping(stack, {"privatellm:platform": platform, **extra})
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from typing import Any
 
 import pulumi
 
@@ -42,16 +43,16 @@ TENANT_NAMESPACE_LABEL = "privatellm.io/tenant"
 
 
 # The operator's pods are daemons on every GPU node: room for a few per node, no GPUs requested through quota.
-GPU_OPERATOR_QUOTA = QuotaSpec(
-    requests_cpu="16",
-    requests_memory="64Gi",
-    limits_cpu="64",
-    limits_memory="256Gi",
-    requests_storage="0",
-    pods=500,
-    persistent_volume_claims=0,
-    services=20,
-    gpus=None,
+GPU_OPERATOR_QUOTA = PLATFORM_QUOTA.model_copy(
+    update={
+        "requests_cpu": "16",
+        "requests_memory": "64Gi",
+        "requests_storage": "0",
+        "pods": 500,
+        "persistent_volume_claims": 0,
+        "services": 20,
+        "gpus": None,
+    }
 )
 
 
@@ -252,6 +253,25 @@ def support_namespace_args(spec: PlatformSpec, flows: list[NamespaceFlow]) -> di
     return {ns: with_flows(args, flows) for ns, args in out.items()}
 
 
+def controllers(
+    args: SecureNamespaceArgs,
+    spec: PlatformSpec,
+    webhook_ports: list[int],
+    extra_api_ports: tuple[int, ...] | list[int] = (),
+    **changes: Any,
+) -> SecureNamespaceArgs:
+    """`args` for a namespace of controllers: they reach the API server (and `extra_api_ports` on the same
+    networks), serve its webhooks on `webhook_ports` and talk among themselves; `changes` on top."""
+    return dataclasses.replace(
+        args,
+        api_server_cidrs=list(spec.cluster.api_server_cidrs),
+        api_server_ports=[*spec.cluster.api_server_ports, *extra_api_ports],
+        webhook_ports=list(webhook_ports),
+        allow_within_namespace=True,
+        **changes,
+    )
+
+
 def platform_namespace_args(
     spec: PlatformSpec, role: str, name: str, flows: list[NamespaceFlow]
 ) -> SecureNamespaceArgs:
@@ -277,12 +297,10 @@ def platform_namespace_args(
         )
     if role == "pki":
         # cert-manager and trust-manager watch the API server and serve its webhooks.
-        args = dataclasses.replace(
+        args = controllers(
             args,
-            api_server_cidrs=list(spec.cluster.api_server_cidrs),
-            api_server_ports=list(spec.cluster.api_server_ports),
+            spec,
             webhook_ports=[10250, 6443],
-            allow_within_namespace=True,
             egress_cidrs=[spec.pki.vault.server_cidr] if spec.pki.vault and spec.pki.vault.server_cidr else [],
             egress_ports=[443, 8200],
         )
@@ -290,12 +308,13 @@ def platform_namespace_args(
         # Envoy listens on 10443 for the HTTPS listener's 443.
         args = dataclasses.replace(args, ingress_from_anywhere_ports=[10443])
     if role == "monitoring" and runs_monitoring(spec):
-        args = dataclasses.replace(
+        # The Prometheus operator serves a webhook; Prometheus also scrapes the kubelets (10250) and Alertmanager
+        # reaches the declared receivers (webhooks over HTTPS, SMTP).
+        args = controllers(
             args,
-            api_server_cidrs=list(spec.cluster.api_server_cidrs),
-            api_server_ports=[*spec.cluster.api_server_ports, 10250],
+            spec,
             webhook_ports=[10250],
-            allow_within_namespace=True,
+            extra_api_ports=[10250],
             egress_cidrs=list(spec.observability.egress_cidrs),
             egress_ports=[443, 587, 25],
         )
@@ -304,13 +323,7 @@ def platform_namespace_args(
     if role == "operators":
         # Controllers (LeaderWorkerSet, KEDA, ECK) watch the API server, serve its webhooks and talk among
         # themselves.
-        args = dataclasses.replace(
-            args,
-            api_server_cidrs=list(spec.cluster.api_server_cidrs),
-            api_server_ports=list(spec.cluster.api_server_ports),
-            webhook_ports=[9443, 6443],
-            allow_within_namespace=True,
-        )
+        args = controllers(args, spec, webhook_ports=[9443, 6443])
     return with_flows(args, flows)
 
 

@@ -26,6 +26,7 @@ from infra.builders.guardrails import guardrails_args
 from infra.builders.namespaces import TENANT_NAMESPACE_LABEL
 from infra.config import PlatformSpec
 from infra.offline import RecordedResource, Recording, available_stacks, load_stack_config, run_program
+from infra.pack_config import stack_policy_config
 from infra.tools.checks import spec_of
 from infra.tools.schemas import validate_builtin
 from tests.components.test_vllm import TLS, base, multi
@@ -71,11 +72,7 @@ class Rendered:
 
 def rendered_of(recording: Recording, instance: str = "bank-llm") -> Rendered:
     def by_kind(kind: str) -> dict[str, dict[str, Any]]:
-        return {
-            r.object_name.removeprefix(f"{instance}-"): r.inputs
-            for r in recording.kubernetes_objects()
-            if r.kind == kind
-        }
+        return {r.object_name.removeprefix(f"{instance}-"): r.inputs for r in recording.of_kind(kind)}
 
     return Rendered(by_kind("ValidatingAdmissionPolicy"), by_kind("ValidatingAdmissionPolicyBinding"))
 
@@ -971,14 +968,20 @@ def namespace_labels(recording: Recording) -> dict[str, dict[str, str]]:
     """Labels of every Namespace of the stack, with the one the API server adds."""
     return {
         r.object_name: {**r.metadata.get("labels", {}), NAME_LABEL: r.object_name}
-        for r in recording.kubernetes_objects()
-        if r.kind == "Namespace"
+        for r in recording.of_kind("Namespace")
     }
 
 
-def test_guardrails_args_from_stack_policy_config() -> None:
-    from infra.pack_config import stack_policy_config
+def guarded(name: str) -> tuple[Recording, PlatformSpec, Rendered, dict[str, dict[str, str]]]:
+    """A shipped stack's render, spec, guardrails (rendered alone) and namespace labels; skipped without a registry."""
+    recording, spec = stack(name)
+    a = guardrails_args(spec)
+    if a is None:
+        pytest.skip(f"stack {name} has no registry")
+    return recording, spec, rendered_of(record(a), spec.name), namespace_labels(recording)
 
+
+def test_guardrails_args_from_stack_policy_config() -> None:
     _, spec = stack("finance-prod")
     a = guardrails_args(spec)
     assert a is not None
@@ -998,12 +1001,7 @@ def test_no_registry_no_guardrails() -> None:
 
 @pytest.mark.parametrize("name", STACKS)
 def test_stack_namespaces_are_guarded(name: str) -> None:
-    recording, spec = stack(name)
-    a = guardrails_args(spec)
-    if a is None:
-        pytest.skip(f"stack {name} has no registry")
-    rendered = rendered_of(record(a), spec.name)
-    labels = namespace_labels(recording)
+    _, spec, rendered, labels = guarded(name)
     tenants = {t.namespace_name for t in spec.tenants}
     assert tenants <= set(labels)
     for control, binding in rendered.bindings.items():
@@ -1018,12 +1016,7 @@ def test_stack_namespaces_are_guarded(name: str) -> None:
 @pytest.mark.parametrize("name", STACKS)
 def test_stack_workloads_and_services_are_admitted(name: str) -> None:
     """Every pod template and Service the stack renders passes every policy whose binding selects its namespace."""
-    recording, spec = stack(name)
-    a = guardrails_args(spec)
-    if a is None:
-        pytest.skip(f"stack {name} has no registry")
-    rendered = rendered_of(record(a), spec.name)
-    labels = namespace_labels(recording)
+    recording, _, rendered, labels = guarded(name)
     evaluated = 0
     for r in recording.kubernetes_objects():
         if r.kind not in (*API, "Service"):

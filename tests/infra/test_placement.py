@@ -16,6 +16,7 @@ from infra.cli import app
 from infra.offline import OfflineError, Recording, load_stack_config, run_program, write_render
 from infra.tools.checks import check_recording, spec_of
 from tests.conftest import ROOT
+from tests.infra.test_capacity import REQUIRED_JSON_KEYS
 from tests.platforms import model, render
 
 runner = CliRunner()
@@ -272,23 +273,6 @@ def test_finance_prod_is_sized_by_the_planner() -> None:
     assert int(tp) == big["tensor_parallel_size"]
 
 
-JSON_KEYS = {
-    "model",
-    "gpu",
-    "tensor_parallel_size",
-    "pipeline_parallel_size",
-    "replicas",
-    "gpus",
-    "nodes",
-    "weights_gib_per_gpu",
-    "kv_cache_gib_per_gpu",
-    "kv_cache_tokens",
-    "max_concurrency",
-    "fits",
-    "reasons",
-}
-
-
 @pytest.mark.parametrize("name", sorted(MODEL_CATALOG))
 def test_what_if_json_for_every_catalog_model(name: str) -> None:
     result = runner.invoke(
@@ -296,7 +280,7 @@ def test_what_if_json_for_every_catalog_model(name: str) -> None:
     )
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout)
-    assert set(data) >= JSON_KEYS
+    assert set(data) >= REQUIRED_JSON_KEYS
     assert data["model"] == name and isinstance(data["fits"], bool)
 
 

@@ -226,14 +226,14 @@ Case = tuple[str, str, Base, Callable[[dict[str, Any]], Any], bool]
 """(rule, what, base template, mutation of the template, fails)"""
 
 
-def check_case(rules: Mapping[str, Rule], case: Case, kind: str) -> None:
-    """A pod-template case: the mutated template, wrapped as `kind`, fails (every template of a LeaderWorkerSet) or
-    passes the rule."""
+def check_case(rules: Mapping[str, Rule], case: Case, kind: str, kubernetes_version: str = "1.31") -> None:
+    """A pod-template case: the mutated template, wrapped as `kind`, fails (both templates of a LeaderWorkerSet are
+    checked and named in the message) or passes the rule, for the target version given."""
     rule_id, what, base, mutation, fails = case
     template = base()
     mutation(template)
     resource_type, props = wrap(kind, template)
-    found = violations(rules[rule_id], resource_type, props)
+    found = violations(rules[rule_id], resource_type, props, kubernetes_version)
     if fails:
         assert found, f"{rule_id} should reject {what} on {kind}"
         if kind == "LeaderWorkerSet":

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from policies.podsecurity import POD_SECURITY_RULES
-from tests.policies.fixtures import POD_KINDS, good_template, mutated, violations, wrap
+from tests.policies.fixtures import POD_KINDS, check_case, good_template, mutated, violations, wrap
 from tests.policies.mutations import Mutation, container, is_workload, pod, security
 
 RULES = {rule.name: rule for rule in POD_SECURITY_RULES}
@@ -439,16 +439,7 @@ def test_compliant_template_passes(rule_id: str, kind: str) -> None:
     ("rule_id", "what", "mutation", "version", "fails"), CASES, ids=[f"{r}:{w}" for r, w, *_ in CASES]
 )
 def test_fixture(rule_id: str, what: str, mutation: Any, version: str, fails: bool, kind: str) -> None:
-    resource_type, props = wrap(kind, mutated(mutation))
-    found = violations(RULES[rule_id], resource_type, props, version)
-    if fails:
-        assert found, f"{rule_id} should reject {what} on {kind}"
-        if kind == "LeaderWorkerSet":
-            # Both templates are checked and named in the message.
-            assert any(m.startswith("leaderTemplate: ") for m in found)
-            assert any(m.startswith("workerTemplate: ") for m in found)
-    else:
-        assert found == [], f"{rule_id} should accept {what} on {kind}: {found}"
+    check_case(RULES, (rule_id, what, good_template, mutation, fails), kind, version)
 
 
 def test_only_the_worker_template_is_bad() -> None:

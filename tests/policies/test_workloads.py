@@ -10,17 +10,12 @@ import pytest
 from policies.workloads import NAMESPACED_TYPES, SERVER_TYPES, WORKLOAD_RULES
 from tests.policies.fixtures import (
     POD_KINDS,
-    Base,
     Case,
-    check_case,
     env,
     good_template,
-    in_the_pack_with_report_metadata,
     init,
     main,
-    partial_props_do_not_crash,
     violations,
-    vllm_template,
     wrap,
 )
 from tests.policies.mutations import Mutation, container, is_kind, is_workload, pod, security
@@ -162,34 +157,6 @@ POD_RULES = sorted(r for r in RULES if r not in ("server-probes", "no-system-nam
 
 def test_every_pod_rule_has_a_violating_fixture() -> None:
     assert {rule for rule, *_, fails in CASES if fails} == set(POD_RULES)
-
-
-@pytest.mark.parametrize("kind", POD_KINDS)
-@pytest.mark.parametrize("rule_id", sorted(RULES))
-@pytest.mark.parametrize("base", [good_template, vllm_template], ids=["app", "vllm"])
-def test_compliant_templates_pass(rule_id: str, kind: str, base: Base) -> None:
-    resource_type, props = wrap(kind, base())
-    assert violations(RULES[rule_id], resource_type, props) == []
-
-
-@pytest.mark.parametrize("kind", POD_KINDS)
-@pytest.mark.parametrize("case", CASES, ids=[f"{r}:{w}" for r, w, *_ in CASES])
-def test_fixture(case: Case, kind: str) -> None:
-    check_case(RULES, case, kind)
-
-
-@pytest.mark.parametrize("rule_id", sorted(RULES))
-def test_unrelated_types_are_ignored(rule_id: str) -> None:
-    props = {"metadata": {"name": "x", "namespace": "llm"}, "spec": {"shareProcessNamespace": True}}
-    assert violations(RULES[rule_id], "kubernetes:core/v1:ConfigMap", props) == []
-
-
-def test_partial_props_during_preview_do_not_crash() -> None:
-    partial_props_do_not_crash(RULES.values())
-
-
-def test_rules_are_in_the_pack_with_report_metadata() -> None:
-    in_the_pack_with_report_metadata(RULES.values())
 
 
 @pytest.mark.parametrize("kind", POD_KINDS)

@@ -18,6 +18,7 @@ from moto import mock_aws
 
 from infra.config import POOL_LABEL, PlatformSpec, parse_platform
 from infra.tools.doctor import DoctorCheck, format_results, run_doctor
+from tests.conftest import fake_aws_environment
 
 H100 = "NVIDIA-H100-80GB-HBM3"
 GOOD_DRIVER = "580.95.05"
@@ -502,14 +503,7 @@ def test_default_clients_from_kubeconfig_path_and_secret(
 
 @pytest.fixture
 def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[boto3.Session]:
-    for key, value in {
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_SESSION_TOKEN": "testing",
-        "AWS_DEFAULT_REGION": "us-east-1",
-        "AWS_EC2_METADATA_DISABLED": "true",
-    }.items():
-        monkeypatch.setenv(key, value)
+    fake_aws_environment(monkeypatch)
     with mock_aws():
         yield boto3.Session(region_name="us-east-1")
 

@@ -29,7 +29,7 @@ from infra.tools.weights import (
     verify_dir,
     verify_remote,
 )
-from tests.conftest import ROOT
+from tests.conftest import ROOT, fake_aws_environment
 
 VERIFIER = ROOT / "components" / "assets" / "verify_weights.py"
 BUCKET = "models"
@@ -168,16 +168,7 @@ def test_manifest_accepted_by_the_real_verifier_script(tmp_path: Path, model_dir
 
 @pytest.fixture
 def s3(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[Any]:
-    for key, value in {
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_SESSION_TOKEN": "testing",
-        "AWS_DEFAULT_REGION": "us-east-1",
-        "AWS_EC2_METADATA_DISABLED": "true",
-        "AWS_CONFIG_FILE": str(tmp_path / "none"),
-        "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "none"),
-    }.items():
-        monkeypatch.setenv(key, value)
+    fake_aws_environment(monkeypatch, tmp_path)
     monkeypatch.delenv("AWS_PROFILE", raising=False)
     monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
     with mock_aws():
