@@ -6,7 +6,6 @@ from __future__ import annotations
 from infra.config import (
     PlatformSpec,
 )
-from infra.placement import PlacedModel
 
 
 def runs_gateway(spec: PlatformSpec) -> bool:
@@ -30,25 +29,16 @@ def runs_gpu_operator(spec: PlatformSpec) -> bool:
 
 
 def observability_features(spec: PlatformSpec) -> set[str]:
+    """What the dashboards and rules cover: GPUs (with the GPU Operator's DCGM exporter), the gateway, and the
+    gateway's audit log when it lands in the platform's Elasticsearch and Grafana can read it."""
     features: set[str] = set()
-    if spec.node_pools and spec.gpu_operator.enabled:
+    if runs_gpu_operator(spec):
         features.add("gpu")
     if spec.gateway is not None and spec.models:
         features.add("gateway")
-        if spec.logging.enabled and spec.observability.enabled and spec.registry is not None:
+        if runs_logging(spec) and runs_monitoring(spec):
             # The gateway's audit log is in Elasticsearch: Grafana reads it for rejections per tenant.
             features.add("audit-log")
     return features
 
 
-def charts_needed(spec: PlatformSpec, placed: list[PlacedModel]) -> list[str]:
-    """Catalog keys of the charts a stack installs: the GPU Operator for GPU pools, the LeaderWorkerSet controller
-    for models across nodes, KEDA for autoscaled models."""
-    charts: list[str] = []
-    if spec.node_pools and spec.gpu_operator.enabled:
-        charts.append("gpu-operator")
-    if any(p.plan.pipeline_parallel_size > 1 for p in placed):
-        charts.append("lws")
-    if any(p.spec.autoscaling.enabled for p in placed):
-        charts.append("keda")
-    return charts

@@ -9,6 +9,7 @@ from infra.config import (
     LOG_SHIPPER_NAMESPACE,
     PlatformSpec,
 )
+from infra.features import runs_gpu_operator, runs_logging
 from policies.base import split_image
 from policies.pack import merge_pack_config, policy_config, profile_pack_config
 
@@ -29,9 +30,9 @@ def documented_exceptions(spec: PlatformSpec) -> dict[str, str]:
     file's `policy.exceptions`, plus the built-in reasons of the GPU Operator and log shipper namespaces when the
     stack runs them and does not state its own."""
     exemptions: dict[str, str] = {}
-    if spec.node_pools and spec.gpu_operator.enabled:
+    if runs_gpu_operator(spec):
         exemptions[spec.gpu_operator.namespace] = GPU_OPERATOR_EXCEPTION
-    if spec.logging.enabled and spec.registry is not None:
+    if runs_logging(spec):
         exemptions[LOG_SHIPPER_NAMESPACE] = LOG_SHIPPER_EXCEPTION
     exemptions.update(spec.policy.exceptions)
     return exemptions

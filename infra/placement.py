@@ -27,6 +27,7 @@ from infra.config import (
     PlatformSpec,
     StackConfigError,
 )
+from infra.features import runs_gpu_operator
 from infra.gpu_stack import driver_problem, instance_problem, mig_problem
 from infra.profiles import PROFILE_SETTINGS
 
@@ -96,7 +97,7 @@ def plan_models(spec: PlatformSpec, project_dir: Path) -> list[PlacedModel]:
             f"{FULL_PLATFORM_KEY}.registry is not set: every image is pulled through your registry; "
             "add registry: {host: harbor.example.internal}"
         )
-    elif spec.node_pools and spec.gpu_operator.enabled and spec.registry is None:
+    elif runs_gpu_operator(spec) and spec.registry is None:
         problems.append(
             f"{FULL_PLATFORM_KEY}.registry is not set, but node_pools with gpu_operator.enabled: true install the "
             "NVIDIA GPU Operator, whose images are pulled through your registry; add registry: "

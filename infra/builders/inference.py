@@ -38,7 +38,6 @@ from infra.config import (
     config_secret,
 )
 from infra.errors import building
-from infra.features import charts_needed
 from infra.pack_config import image_scanner_skips
 from infra.placement import DEFAULT_BANDWIDTH_GBPS, PlacedModel, free_gpus
 
@@ -175,6 +174,17 @@ def vllm_service_args(
     )
 
 
+def controller_charts(models: list[PlacedModel]) -> list[str]:
+    """Catalog keys of the controllers the model servers need: LeaderWorkerSet for models across nodes, KEDA for
+    autoscaled ones."""
+    charts: list[str] = []
+    if any(m.plan.pipeline_parallel_size > 1 for m in models):
+        charts.append("lws")
+    if any(m.spec.autoscaling.enabled for m in models):
+        charts.append("keda")
+    return charts
+
+
 def build_inference(
     site: Site, models: list[PlacedModel], gpu: GpuStack, pki: Pki | None, pulls: list[pulumi.Resource]
 ) -> dict[str, VllmService]:
@@ -184,7 +194,7 @@ def build_inference(
         return {}
     spec = site.spec
     operators_ns = spec.namespaces.operators.name
-    wanted = charts_needed(spec, models)
+    wanted = controller_charts(models)
     controllers = [
         site.install_chart(name, operators_ns, values(site.registry, site.images), site.namespaces[operators_ns])
         for name, values in (("lws", lws_values), ("keda", keda_values))
