@@ -138,7 +138,7 @@ def _summary_tables(recording: Recording) -> list[Table]:
         "Run the program offline under Pulumi mocks and write what it would build.\n\n"
         "Writes OUT/manifests/<namespace or _cluster>/<Kind>-<name>.yaml (one object per file), "
         "OUT/charts/<release>.yaml (each Helm chart's inputs) and OUT/resources.json (every resource, "
-        'secrets shown as "[secret]").\n\n'
+        'secret values shown as "[secret]", keys kept).\n\n'
         "Example: private-llm render --stack dev --out build/dev"
     )
 )

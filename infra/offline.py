@@ -9,6 +9,7 @@ DESIGN.md; `check` (in `infra.tools.checks`) runs the policy pack and schema val
 from __future__ import annotations
 
 import asyncio
+import base64
 import hashlib
 import json
 import logging
@@ -67,10 +68,22 @@ def _is_secret(value: Any) -> bool:
     return isinstance(value, dict) and value.get(SIG_KEY) == SECRET_SIG
 
 
-def clean(value: Any, mask: bool) -> Any:
-    """Unwrap secret envelopes (or mask them) and turn integral floats back into ints, recursively."""
+def masked(value: Any) -> Any:
+    """A secret value as files show it: every leaf "[secret]", the shape kept (a mapping keeps its keys, so a
+    reviewer sees which keys a Secret holds and the object stays a valid Kubernetes object)."""
     if _is_secret(value):
-        return SECRET_MASK if mask else clean(value.get("value"), mask)
+        return masked(value.get("value"))
+    if isinstance(value, dict):
+        return {k: masked(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [masked(v) for v in value]
+    return SECRET_MASK
+
+
+def clean(value: Any, mask: bool) -> Any:
+    """Unwrap secret envelopes (or mask them, per value) and turn integral floats back into ints, recursively."""
+    if _is_secret(value):
+        return masked(value.get("value")) if mask else clean(value.get("value"), mask)
     if isinstance(value, dict):
         return {k: clean(v, mask) for k, v in value.items()}
     if isinstance(value, list):
@@ -78,6 +91,28 @@ def clean(value: Any, mask: bool) -> Any:
     if isinstance(value, float) and math.isfinite(value) and value.is_integer():
         return int(value)
     return value
+
+
+# Secret keys whose content the API server parses (core/v1 validation of the docker config Secret types).
+_JSON_KEYS = {".dockerconfigjson", ".dockercfg"}
+_MASKED_DOCKER_CONFIG = json.dumps({"auths": {SECRET_MASK: {"auth": SECRET_MASK}}})
+
+
+def _valid_secret_data(resource_type: str, inputs: dict[str, Any]) -> dict[str, Any]:
+    """A masked Secret stays an object the API server accepts: a masked docker config is JSON, and in `data`
+    (base64) a masked value is the base64 of its mask."""
+    if resource_type != "kubernetes:core/v1:Secret":
+        return inputs
+    for section, encoded in (("stringData", False), ("data", True)):
+        values = inputs.get(section)
+        if not isinstance(values, dict):
+            continue
+        for key, value in values.items():
+            if value != SECRET_MASK:
+                continue
+            mask = _MASKED_DOCKER_CONFIG if key in _JSON_KEYS else SECRET_MASK
+            values[key] = base64.b64encode(mask.encode()).decode() if encoded else mask
+    return inputs
 
 
 def contains_secret(value: Any) -> bool:
@@ -106,7 +141,8 @@ class RecordedResource:
     inputs: dict[str, Any]
     """What policies see: secret values unwrapped (offline they are placeholders), numbers normalised."""
     masked: dict[str, Any]
-    """What is written to disk: every secret value replaced by "[secret]"."""
+    """What is written to disk: every secret value replaced by "[secret]" (keys kept; base64 of it in a Secret's
+    `data`, so that the file stays a valid object)."""
     options: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -262,7 +298,7 @@ class RecordingMonitor(mocks.MockMonitor):
                 parent=request.parent or None,
                 provider=(request.provider.rsplit("::", 1)[0] if request.provider else None),
                 inputs=clean(raw_inputs, mask=False),
-                masked=clean(raw_inputs, mask=True),
+                masked=_valid_secret_data(request.type, clean(raw_inputs, mask=True)),
                 options=options,
             )
         )

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from infra.offline import Recording, StackConfig, config_from_mapping, run_program
+from infra.offline import RecordedResource, Recording, StackConfig, config_from_mapping, run_program
 
 ROOT = Path(__file__).resolve().parent.parent
 STACKS = ROOT / "stacks"
@@ -61,3 +61,17 @@ def run(program: Callable[[], None] | None = None, platform: dict[str, Any] | No
 
 def dumps(obj: Any) -> str:
     return json.dumps(obj, sort_keys=True)
+
+
+MASKED_DOCKER_CONFIG = '{"auths": {"[secret]": {"auth": "[secret]"}}}'
+
+
+def masked_keys(secret: RecordedResource) -> set[str]:
+    """The keys of a Secret as `render` writes it: the keys the program set, every value masked one by one (a docker
+    config as JSON the API server parses)."""
+    shown = secret.masked["stringData"]
+    expected = {
+        key: MASKED_DOCKER_CONFIG if key == ".dockerconfigjson" else "[secret]" for key in secret.inputs["stringData"]
+    }
+    assert shown == expected, shown
+    return set(shown)

@@ -15,7 +15,7 @@ import yaml
 from infra.config import StackConfigError, parse_platform
 from infra.offline import Recording, config_from_mapping, load_stack_config, run_program
 from infra.pack_config import stack_pack_config
-from tests.conftest import ROOT
+from tests.conftest import ROOT, masked_keys
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +46,7 @@ def test_kube_prometheus_stack_values(finance: Recording) -> None:
     assert "adminPassword" not in grafana
     assert values["nodeExporter"] == {"enabled": False}
     secret = objects(finance, "Secret")["grafana-admin"]
-    assert secret.masked["stringData"] == "[secret]"
+    assert masked_keys(secret) == {"admin-password", "admin-user"}
     assert "grafana-tls" in objects(finance, "Certificate")
 
 
@@ -203,7 +203,7 @@ def test_fluent_bit_redacts_and_ships_over_verified_tls(finance: Recording) -> N
     assert {m["mountPath"]: m["readOnly"] for m in values["daemonSetVolumeMounts"]}["/var/log"] is True
     assert values["securityContext"]["capabilities"] == {"drop": ["ALL"]}
     writer = objects(finance, "Secret")["elasticsearch-log-writer"]
-    assert writer.namespace == "llm-log-shipper" and writer.masked["stringData"] == "[secret]"
+    assert writer.namespace == "llm-log-shipper" and masked_keys(writer) == {"password", "username"}
 
 
 def test_log_shipper_is_a_declared_exception() -> None:
@@ -243,7 +243,7 @@ def test_grafana_reads_the_audit_log_with_a_read_only_user(finance: Recording) -
     assert env["AUDIT_READER_PASSWORD"]["secretKeyRef"] == {"name": "elasticsearch-audit-reader", "key": "password"}
     assert env["PLATFORM_CA_PEM"]["configMapKeyRef"] == {"name": "bank-llm-platform-ca", "key": "ca.crt"}
     reader = objects(finance, "Secret")["elasticsearch-audit-reader"]
-    assert reader.namespace == "llm-monitoring" and reader.masked["stringData"] == "[secret]"
+    assert reader.namespace == "llm-monitoring" and masked_keys(reader) == {"password", "username"}
     roles = yaml.safe_load(objects(finance, "Secret")["bank-llm-logs-roles"].inputs["stringData"]["roles.yml"])
     assert roles["privatellm_audit_reader"] == {
         "indices": [{"names": ["privatellm-audit-*"], "privileges": ["read", "view_index_metadata"]}]

@@ -16,7 +16,7 @@ from cryptography.x509.oid import NameOID
 from components.gateway import API_KEY_PURPOSE, key_windows
 from infra.config import StackConfigError, parse_platform
 from infra.offline import Recording, load_stack_config, run_program
-from tests.conftest import ROOT
+from tests.conftest import ROOT, masked_keys
 from tests.platforms import HARBOR, bank, model, render
 
 
@@ -103,7 +103,7 @@ def test_enterprise_ca_from_secure_config() -> None:
     doc = platform(pki={"mode": "enterprise", "enterprise": {"certificate_pem": pem(), "key_secret": "caKey"}})
     rec = render(doc, **{"privatellm:caKey": {"secure": "v1:k"}})
     secret = next(r for r in rec.kubernetes_objects() if r.kind == "Secret" and r.object_name == "bank-enterprise-ca")
-    assert secret.inputs["type"] == "kubernetes.io/tls" and secret.masked["stringData"] == "[secret]"
+    assert secret.inputs["type"] == "kubernetes.io/tls" and masked_keys(secret) == {"ca.crt", "tls.crt", "tls.key"}
     assert crs(rec, "ClusterIssuer")["bank-platform-ca"].inputs["spec"] == {"ca": {"secretName": "bank-enterprise-ca"}}
     assert "bank-bootstrap" not in crs(rec, "ClusterIssuer")
 
@@ -211,7 +211,7 @@ def test_tenant_keys_rotate_in_overlapping_slots_and_guests_only_list() -> None:
     assert set(inference) == {"retail.a", "retail.b"}
     assert set(everyone) == {"retail.a", "retail.b", "audit.a", "audit.b"}
     assert all(v.startswith("Bearer ") for v in inference.values())
-    assert secrets["tenant-inference-keys"].masked["stringData"] == "[secret]"
+    assert masked_keys(secrets["tenant-inference-keys"]) == {"retail.a", "retail.b"}
     policies = {p.object_name: p.inputs["spec"] for p in rec.kubernetes_objects() if p.kind == "SecurityPolicy"}
     assert policies["bank-llm-inference-auth"]["apiKeyAuth"]["credentialRefs"][0]["name"] == "tenant-inference-keys"
     assert policies["bank-llm-list-models-auth"]["apiKeyAuth"]["credentialRefs"][0]["name"] == "tenant-all-keys"
