@@ -158,8 +158,9 @@ CHARTS: dict[str, ChartRef] = {
 
 
 def chart_source(ref: ChartRef, registry: RegistrySpec | None) -> tuple[str, str | None]:
-    """(chart, repository URL or None): an air-gapped site takes every chart from oci://<host>/<charts project>."""
-    if registry is not None and registry.air_gapped:
+    """(chart, repository URL or None): where the registry serves the charts (air_gapped or charts_from_registry),
+    every chart comes from oci://<host>/<charts project>; otherwise from its upstream repository."""
+    if registry is not None and registry.serves_charts:
         return f"oci://{registry.host}/{registry.charts_project}/{ref.name}", None
     return ref.chart(), ref.repo_url()
 
@@ -171,13 +172,14 @@ Harbor itself. They cannot come from oci://<registry.host>/…"""
 
 def bootstrap_charts_location(registry: RegistrySpec) -> str | None:
     """Where a managed Harbor's stack takes the `PRE_HARBOR_CHARTS` from: `registry.harbor.bootstrap_charts`, else
-    oci://<bootstrap_registry>/<charts_project> on an air-gapped site; None: their upstream repositories."""
+    oci://<bootstrap_registry>/<charts_project> where the registry serves the charts; None: their upstream
+    repositories."""
     harbor = registry.harbor
     if harbor is None:
         return None
     if harbor.bootstrap_charts:
         return harbor.bootstrap_charts
-    return f"oci://{harbor.bootstrap_registry}/{registry.charts_project}" if registry.air_gapped else None
+    return f"oci://{harbor.bootstrap_registry}/{registry.charts_project}" if registry.serves_charts else None
 
 
 def pre_harbor_chart_source(ref: ChartRef, registry: RegistrySpec) -> tuple[str, str | None]:

@@ -46,14 +46,20 @@ def stack_policy_config(spec: PlatformSpec) -> dict[str, Any]:
         allowed.append(registry.host)
         if registry.harbor is not None:
             allowed.append(registry.harbor.bootstrap_registry)
-    immutable = immutable_repositories(spec)
+    # A declared bootstrap charts location on another host serves charts too (never images).
+    charts = list(allowed)
+    if registry is not None and registry.harbor is not None and registry.harbor.bootstrap_charts:
+        host = registry.harbor.bootstrap_charts.removeprefix("oci://").split("/", 1)[0]
+        if host not in charts:
+            charts.append(host)
     return policy_config(
         kubernetes_version=spec.cluster.kubernetes_version,
         exempt_namespaces=documented_exceptions(spec),
         allowed_registries=allowed,
-        immutable_repositories=immutable,
+        immutable_repositories=immutable_repositories(spec),
         gateway_namespaces=exposed_namespaces(spec),
         profile=spec.profile,
+        chart_registries=charts if charts != allowed else None,
     )
 
 

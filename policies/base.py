@@ -48,6 +48,15 @@ CONFIG_PROPERTIES: dict[str, dict[str, Any]] = {
         "default": [],
         "description": "Registry hosts images may come from (the stack's own registry).",
     },
+    "chartRegistries": {
+        "type": "array",
+        "items": {"type": "string", "minLength": 1},
+        "default": [],
+        "description": (
+            "Registry hosts charts may come from (the stack's registry, its bootstrap registry and the declared "
+            "bootstrap charts location); empty: those of allowedRegistries."
+        ),
+    },
     "immutableRepositories": {
         "type": "array",
         "items": {"type": "string", "minLength": 1},

@@ -56,6 +56,7 @@ def policy_config(
     immutable_repositories: list[str] | None = None,
     gateway_namespaces: list[str] | None = None,
     profile: str = DEFAULT_PROFILE,
+    chart_registries: list[str] | None = None,
     **thresholds: int,
 ) -> dict[str, Any]:
     """The config every policy receives (the same keys `--policy-pack-config` sets for the real engine).
@@ -72,6 +73,8 @@ def policy_config(
         "allowedRegistries": list(allowed_registries or []),
         "immutableRepositories": list(immutable_repositories or []),
         "gatewayNamespaces": list(gateway_namespaces or []),
+        # Only where the stack declares chart locations beyond its image registries (else: allowedRegistries).
+        **({"chartRegistries": list(chart_registries)} if chart_registries else {}),
         **thresholds,
     }
 

@@ -57,6 +57,7 @@ THRESHOLD_KEYS = tuple(THRESHOLDS[DEFAULT_PROFILE])
 LEVELS: dict[str, dict[str, EnforcementLevel]] = {
     "baseline": {
         "images-pinned": EnforcementLevel.ADVISORY,
+        "charts-from-internal-registry": EnforcementLevel.ADVISORY,
         "model-weights-verified": EnforcementLevel.ADVISORY,
     },
     "finance": {},

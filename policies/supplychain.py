@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from typing import Any
+from urllib.parse import urlparse
 
 from pulumi_policy import Severity
 
@@ -17,6 +18,7 @@ from policies.base import (
     Rule,
     cis,
     containers,
+    get_path,
     nsa,
     owasp,
     pod_templates,
@@ -69,6 +71,36 @@ def chart_check(resource_type: str, props: Mapping[str, Any], config: Mapping[st
     version = props.get("version")
     if not isinstance(version, str) or _SEMVER_RANGE.search(version):
         return [f"chart {props.get('chart')!r} version {version!r} is not pinned to one release"]
+    return []
+
+
+CHART_TYPES = ["kubernetes:helm.sh/v4:Chart", "kubernetes:helm.sh/v3:Chart", "kubernetes:helm.sh/v3:Release"]
+
+
+def chart_location(props: Mapping[str, Any]) -> tuple[str, str | None]:
+    """(where a chart is pulled from, as written; its registry host, or None for a local path or a repository alias)
+    from a chart resource's inputs: `chart` as oci://<host>/…, else the repository URL (`repositoryOpts.repo`, or a
+    v3 Chart's `fetchOpts.repo` / `repo`)."""
+    chart = str(props.get("chart") or "")
+    if chart.startswith("oci://"):
+        return chart, chart.removeprefix("oci://").split("/", 1)[0]
+    repo = get_path(props, ("repositoryOpts", "repo")) or get_path(props, ("fetchOpts", "repo")) or props.get("repo")
+    if isinstance(repo, str) and repo:
+        if repo.startswith("oci://"):
+            return f"{repo.rstrip('/')}/{chart}", repo.removeprefix("oci://").split("/", 1)[0]
+        return f"{repo.rstrip('/')}/{chart}", urlparse(repo).netloc or None
+    return chart, None
+
+
+def chart_registry_check(resource_type: str, props: Mapping[str, Any], config: Mapping[str, Any]) -> list[str]:
+    allowed = [str(h) for h in config.get("chartRegistries") or config.get("allowedRegistries") or []]
+    where, host = chart_location(props)
+    if not allowed:
+        return [f"chart {where!r} cannot be checked: allowedRegistries is not configured"]
+    if host is None:
+        return [f"chart {where!r} is a local path or repository alias, not a chart from {', '.join(allowed)}"]
+    if host not in allowed:
+        return [f"chart {where!r} is pulled from {host!r}; only {', '.join(allowed)} may serve charts"]
     return []
 
 
@@ -133,6 +165,23 @@ SUPPLY_CHAIN_RULES: list[Rule] = [
         resource_types=["kubernetes:helm.sh/v4:Chart", "kubernetes:helm.sh/v3:Chart"],
         standards=(owasp("LLM03: Supply Chain"),),
         remediation="Pin the chart version in the catalog (infra/catalog.py CHARTS).",
+        severity=Severity.HIGH,
+    ),
+    Rule(
+        name="charts-from-internal-registry",
+        description=(
+            "Every chart comes from the site's own registry (or the bootstrap registry that serves what runs before "
+            "Harbor): a deploy host that pulls chart templates from the internet breaks the air gap, and a chart "
+            "from a public repository is code that no one at the site approved."
+        ),
+        check=chart_registry_check,
+        resource_types=CHART_TYPES,
+        standards=(cis("5.5.1"), owasp("LLM03: Supply Chain"), nsa("Image security: trusted registries")),
+        remediation=(
+            "Push the catalog's charts to oci://<registry.host>/<registry.charts_project> and set "
+            "registry.charts_from_registry: true (implied by registry.air_gapped); with a managed Harbor, the charts "
+            "installed before it from registry.harbor.bootstrap_charts or the bootstrap registry."
+        ),
         severity=Severity.HIGH,
     ),
     Rule(

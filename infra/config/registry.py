@@ -165,8 +165,9 @@ class HarborSpec(StrictModel):
     """Harbor's entry point from outside the cluster (default: a LoadBalancer Service)."""
     bootstrap_charts: Annotated[str, AfterValidator(_oci_location)] | None = None
     """Where the charts needed before Harbor answers (cert-manager, trust-manager and Harbor's own) are pulled from:
-    an OCI location such as oci://bootstrap-registry.example.internal/charts. Default on an air-gapped site:
-    oci://<bootstrap_registry>/<registry.charts_project>; on a connected site: the charts' upstream repositories."""
+    an OCI location such as oci://bootstrap-registry.example.internal/charts. Default where the registry serves the
+    charts (air_gapped or charts_from_registry): oci://<bootstrap_registry>/<registry.charts_project>; otherwise the
+    charts' upstream repositories."""
 
 
 class RegistrySpec(StrictModel):
@@ -176,11 +177,20 @@ class RegistrySpec(StrictModel):
     charts_project: DnsLabel = "charts"
     air_gapped: bool = False
     """Nothing is pulled from the internet: charts come from oci://<host>/<charts_project> and no proxy cache."""
+    charts_from_registry: bool = False
+    """On a connected site too, every chart is pulled from oci://<host>/<charts_project> (and the charts needed
+    before a managed Harbor answers from its bootstrap registry): what policy charts-from-internal-registry
+    requires in the regulated profiles. Implied by air_gapped."""
     harbor: HarborSpec | None = None
     immutable_projects: list[DnsLabel] = Field(default_factory=list)
     """For a registry the platform does not manage: projects whose tags cannot be overwritten."""
     pull_secret_name: DnsLabel | None = None
     """For a registry the platform does not manage: the dockerconfigjson Secret (same name in every namespace)."""
+
+    @property
+    def serves_charts(self) -> bool:
+        """Charts come from the site's registry (oci://<host>/<charts_project>), not from their upstreams."""
+        return self.air_gapped or self.charts_from_registry
 
     @model_validator(mode="after")
     def _air_gap(self) -> RegistrySpec:

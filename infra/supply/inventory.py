@@ -415,9 +415,9 @@ def inventory_of_render(
                 name=chart_ref.name,
                 version=chart_ref.version,
                 repository=chart_ref.repository,
-                # An air-gapped render installs every chart from the site: that location is the reference.
+                # A render that takes every chart from the site: that location is the reference.
                 reference=sources[0]
-                if spec.registry.air_gapped and sources[0].startswith("oci://")
+                if spec.registry.serves_charts and sources[0].startswith("oci://")
                 else airgapped_chart(spec.registry.host, chart_ref.name, spec.registry.charts_project),
                 source=sources[0],
                 releases=tuple(sorted(c.release for c in releases[key])),

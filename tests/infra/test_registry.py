@@ -14,6 +14,7 @@ from infra.catalog import write_lock
 from infra.cli import app
 from infra.config import StackConfigError, parse_platform
 from infra.offline import OfflineError, Recording, load_stack_config, run_program
+from infra.pack_config import stack_policy_config
 from tests.conftest import ROOT, masked_keys
 from tests.platforms import HARBOR, bank, model, render
 
@@ -123,6 +124,28 @@ def test_air_gapped_charts_come_from_the_registry_and_no_proxy_cache() -> None:
                 },
             )
         )
+
+
+def test_connected_site_takes_charts_from_its_registry_when_told() -> None:
+    """charts_from_registry: every chart from the site's registry, the pre-Harbor ones from the bootstrap registry
+    (or the declared bootstrap charts location, whose host the pack then accepts for charts only)."""
+    rec = render(platform(charts_from_registry=True))
+    charts = {c.name: c.inputs for c in rec.charts()}
+    assert charts["keda"]["chart"] == "oci://harbor.bank.internal/charts/keda"
+    assert charts["harbor-chart"]["chart"] == "oci://bootstrap.bank.internal/charts/harbor"
+    assert charts["harbor-chart"]["values"]["trivy"]["offlineScan"] is False  # still a connected site
+    assert all(c.get("repositoryOpts") is None for c in charts.values())
+    declared = platform(
+        charts_from_registry=True,
+        harbor={"bootstrap_registry": "bootstrap.bank.internal", "bootstrap_charts": "oci://charts.bank.internal/pre"},
+    )
+    spec = parse_platform(declared)
+    config = stack_policy_config(spec)
+    assert config["allowedRegistries"] == ["harbor.bank.internal", "bootstrap.bank.internal"]
+    assert config["chartRegistries"] == ["harbor.bank.internal", "bootstrap.bank.internal", "charts.bank.internal"]
+    assert "chartRegistries" not in stack_policy_config(parse_platform(platform(charts_from_registry=True)))
+    rec = render(declared)
+    assert {c.name: c.inputs["chart"] for c in rec.charts()}["harbor-chart"] == "oci://charts.bank.internal/pre/harbor"
 
 
 def test_connected_site_gets_proxy_cache_projects() -> None:

@@ -5,9 +5,12 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from pulumi_policy import EnforcementLevel
 
 from infra.offline import RecordedResource
 from policies.base import split_image
+from policies.pack import policy_config
+from policies.profiles import LEVELS
 from policies.supplychain import HARBOR_PROJECT, SUPPLY_CHAIN_RULES
 from tests.policies.fixtures import POD_KINDS, good_template, violations, wrap
 from tests.policies.mutations import Addition, Mutation, container, is_workload
@@ -108,20 +111,50 @@ def test_images_pinned(image: str, fails: bool) -> None:
 )
 @pytest.mark.parametrize("chart_type", ["kubernetes:helm.sh/v4:Chart", "kubernetes:helm.sh/v3:Chart"])
 def test_charts_pinned(version: str | None, fails: bool, chart_type: str) -> None:
-    found: list[str] = []
-    from pulumi_policy import PolicyCustomTimeouts, PolicyResourceOptions, ResourceValidationArgs
-
     props = {"chart": "harbor", "version": version} if version is not None else {"chart": "harbor"}
-    args = ResourceValidationArgs(
-        chart_type,
-        props,
-        "urn:x",
-        "x",
-        PolicyResourceOptions(False, [], None, [], PolicyCustomTimeouts(0, 0, 0), [], None),
-        None,
-    )
-    RULES["charts-pinned"].validate(args, lambda message, urn=None: found.append(message))
-    assert bool(found) == fails
+    assert bool(violations(RULES["charts-pinned"], chart_type, props)) == fails
+
+
+@pytest.mark.parametrize(
+    ("props", "config", "expected"),
+    [
+        ({"chart": f"oci://{HARBOR}/charts/keda"}, {}, None),
+        ({"chart": "oci://bootstrap.bank.internal/charts/harbor"}, {}, None),
+        ({"chart": "keda", "repositoryOpts": {"repo": f"https://{HARBOR}/chartrepo/charts"}}, {}, None),
+        (
+            {"chart": "keda", "repositoryOpts": {"repo": "https://kedacore.github.io/charts"}},
+            {},
+            "'kedacore.github.io'",
+        ),
+        ({"chart": "oci://quay.io/jetstack/charts/cert-manager"}, {}, "pulled from 'quay.io'"),
+        ({"chart": "./charts/keda"}, {}, "is a local path or repository alias"),
+        ({"chart": "kedacore/keda"}, {}, "is a local path or repository alias"),
+        ({"chart": "keda", "fetchOpts": {"repo": "https://kedacore.github.io/charts"}}, {}, "'kedacore.github.io'"),
+        ({"chart": "keda", "repo": f"oci://{HARBOR}/charts"}, {}, None),
+        # a declared bootstrap charts location on its own host serves charts, not images
+        (
+            {"chart": "oci://charts.bank.internal/bootstrap/harbor"},
+            {"chartRegistries": [HARBOR, "charts.bank.internal"]},
+            None,
+        ),
+        ({"chart": f"oci://{HARBOR}/charts/keda"}, {"allowedRegistries": []}, "cannot be checked"),
+    ],
+)
+@pytest.mark.parametrize("chart_type", ["kubernetes:helm.sh/v4:Chart", "kubernetes:helm.sh/v3:Chart"])
+def test_charts_from_internal_registry(
+    props: dict[str, Any], config: dict[str, Any], expected: str | None, chart_type: str
+) -> None:
+    base = policy_config(allowed_registries=[HARBOR, "bootstrap.bank.internal"])
+    found = violations(RULES["charts-from-internal-registry"], chart_type, props, config={**base, **config})
+    if expected is None:
+        assert found == []
+    else:
+        assert len(found) == 1 and expected in found[0], found
+
+
+def test_chart_rule_is_advisory_only_in_the_baseline_profile() -> None:
+    assert LEVELS["baseline"]["charts-from-internal-registry"] == EnforcementLevel.ADVISORY
+    assert all("charts-from-internal-registry" not in LEVELS[p] for p in ("finance", "healthcare", "government"))
 
 
 def test_helm_release_is_refused_and_other_types_ignored() -> None:
@@ -187,6 +220,15 @@ MUTATIONS: list[Mutation] = [
         "version range",
         lambda r: r.is_chart,
         lambda props: props.update(version="^1.0"),
+    ),
+    Mutation(
+        "charts-from-internal-registry",
+        "chart from the internet",
+        lambda r: r.is_chart,
+        lambda props: (
+            props.pop("repositoryOpts", None),
+            props.update(chart="oci://docker.io/envoyproxy/gateway-helm"),
+        ),
     ),
     Mutation(
         "registry-project-controls",
