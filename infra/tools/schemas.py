@@ -65,16 +65,34 @@ def _path(parts: Any) -> str:
     return out or "(object)"
 
 
-@cache
-def _builtin_validator(kubernetes_version: str, kind: str, api_version: str) -> jsonschema.protocols.Validator:
-    """kubernetes-validate's strict schema for one kind, built once: `kubernetes_validate.validate` re-reads and
-    re-parses the kind's schema and the whole definitions file for every object (most of a check's time)."""
+def _schema_dir(kubernetes_version: str) -> tuple[str, str]:
+    """(requested version, kubernetes-validate's strict schema folder for it)."""
     desired = kubernetes_version.removeprefix("v")
     if kv_utils.major_minor(desired) > kv_utils.latest_version():
         raise VersionNotSupportedError(version=kv_utils.major_minor(desired))
     version = [v for v in kv_utils.all_versions() if kv_utils.major_minor(v) <= kv_utils.major_minor(desired)][-1]
+    return desired, f"v{version}-local-strict"
+
+
+@cache
+def definition_validator(kubernetes_version: str, definition: str) -> jsonschema.protocols.Validator:
+    """The strict schema of one Kubernetes API type (e.g. io.k8s.api.core.v1.SecurityContext): for the parts of a
+    chart's values that the chart renders verbatim into an object."""
+    desired, schema_dir = _schema_dir(kubernetes_version)
+    definitions = kv_utils.schema_contents(f"kubernetes-json-schema/{schema_dir}/_definitions.json", desired)
+    if definition not in definitions.get("$defs", {}):
+        raise KeyError(f"no Kubernetes {kubernetes_version} definition {definition}")
+    schema = {"$schema": definitions["$schema"], "$ref": f"{definitions['$id']}#/$defs/{definition}"}
+    registry: Registry[Any] = Resource.from_contents(definitions) @ Registry()
+    return jsonschema.validators.Draft202012Validator(schema, registry=registry)
+
+
+@cache
+def _builtin_validator(kubernetes_version: str, kind: str, api_version: str) -> jsonschema.protocols.Validator:
+    """kubernetes-validate's strict schema for one kind, built once: `kubernetes_validate.validate` re-reads and
+    re-parses the kind's schema and the whole definitions file for every object (most of a check's time)."""
+    desired, schema_dir = _schema_dir(kubernetes_version)
     group_version = re.sub(r"^([^./]*)(?:\.[^/]*)?/", r"\1-", api_version)
-    schema_dir = f"v{version}-local-strict"
     try:
         schema = kv_utils.schema_contents(
             f"kubernetes-json-schema/{schema_dir}/{kind.lower()}-{group_version}.json", desired
