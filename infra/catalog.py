@@ -19,6 +19,7 @@ from components.vllm import VLLM_VERSION
 from infra.config import (
     RegistrySpec,
 )
+from infra.inputs import MIB, InputError, read_yaml
 
 DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
 
@@ -33,7 +34,7 @@ class Image:
     def __post_init__(self) -> None:
         if self.tag == "latest" or not self.tag:
             raise ValueError(f"{self.upstream}: pin a release tag, never latest")
-        if self.digest is not None and not DIGEST.match(self.digest):
+        if self.digest is not None and not DIGEST.fullmatch(self.digest):
             raise ValueError(f"{self.upstream}: digest must be sha256:<64 hex digits>")
 
     @property
@@ -251,7 +252,7 @@ def lock_path(project_dir: Path, stack: str) -> Path:
     folder = "stacks"
     project_file = project_dir / "Pulumi.yaml"
     if project_file.is_file():
-        document = yaml.safe_load(project_file.read_text()) or {}
+        document = read_yaml(project_file, "project file") or {}
         if isinstance(document, dict) and document.get("stackConfigDir"):
             folder = str(document["stackConfigDir"])
     return project_dir / folder / f"Pulumi.{stack}.lock.yaml"
@@ -269,11 +270,9 @@ def load_lock(path: Path) -> dict[str, str]:
     `sha256:` digest; all problems are reported at once."""
     relock = f"re-run `{LOCK_COMMAND} --stack {_stack_of(path)}`"
     try:
-        document = yaml.safe_load(path.read_text())
-    except OSError as exc:
-        raise LockError(f"{path}: cannot be read ({exc.strerror}); {relock}") from None
-    except yaml.YAMLError as exc:
-        raise LockError(f"{path} is not valid YAML: {exc}; {relock}") from None
+        document = read_yaml(path, "lock file", MIB)
+    except InputError as exc:
+        raise LockError(f"{exc}; {relock}") from None
     entries = document.get("images") if isinstance(document, dict) else None
     if entries is None:
         entries = {}
@@ -291,7 +290,7 @@ def load_lock(path: Path) -> dict[str, str]:
             problems.append(f"{where}: must be a mapping with `reference` and `digest`")
             continue
         digest, reference = entry.get("digest"), entry.get("reference")
-        if not isinstance(digest, str) or not DIGEST.match(digest):
+        if not isinstance(digest, str) or not DIGEST.fullmatch(digest):
             problems.append(f"{where}.digest={digest!r} is not sha256:<64 lower-case hex digits>; {relock}")
         current = upstream_reference(image)
         if reference != current:
@@ -299,7 +298,7 @@ def load_lock(path: Path) -> dict[str, str]:
                 f"{where}.reference={reference!r} does not match the catalog's {current!r} (the tag changed since "
                 f"the lock was written): {relock}"
             )
-        if isinstance(digest, str) and DIGEST.match(digest) and reference == current:
+        if isinstance(digest, str) and DIGEST.fullmatch(digest) and reference == current:
             digests[str(key)] = digest
     if problems:
         raise LockError(f"{path} has {len(problems)} problem(s):\n" + "\n".join(f"  - {p}" for p in problems))
@@ -309,7 +308,7 @@ def load_lock(path: Path) -> dict[str, str]:
 def write_lock(path: Path, digests: Mapping[str, str]) -> None:
     """Write the lock file: each catalog key with its current upstream `repo:tag` and digest, sorted by key."""
     problems = [f"{key}: not an image of the catalog" for key in digests if key not in IMAGES]
-    problems += [f"{key}: digest {d!r} is not sha256:<64 hex>" for key, d in digests.items() if not DIGEST.match(d)]
+    problems += [f"{key}: digest {d!r} is not sha256:<64 hex>" for key, d in digests.items() if not DIGEST.fullmatch(d)]
     if problems:
         raise LockError(f"{path}: not written: " + "; ".join(problems))
     document = {

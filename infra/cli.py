@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-import yaml
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
@@ -19,7 +18,17 @@ from infra.capacity import DEFAULT_GPU_MEMORY_UTILIZATION, CapacityError, PlanRe
 from infra.capacity import plan as capacity_plan
 from infra.catalog import LockError, lock_path, write_lock
 from infra.config import DEFAULT_KUBERNETES_VERSION, StackConfigError, find_project_dir
-from infra.offline import OfflineError, Recording, load_stack_config, run_program, stack_file, summarize, write_render
+from infra.inputs import MIB, InputError, in_pseudo_filesystem, read_text, read_yaml
+from infra.offline import (
+    OfflineError,
+    Recording,
+    RenderResult,
+    load_stack_config,
+    run_program,
+    stack_file,
+    summarize,
+    write_render,
+)
 from infra.pack_config import stack_pack_config
 from infra.placement import stack_plans
 from infra.supply.inventory import inventory_document, stack_inventory
@@ -31,6 +40,9 @@ from infra.tools.doctor import format_results, run_doctor
 from infra.tools.evidence import build_evidence, write_evidence
 from infra.tools.manifests import ManifestError, check_manifests
 from policies.pack import merge_pack_config, validate_pack_config
+
+MAX_MANIFEST = 16 * MIB
+"""A weight manifest lists every file of a model: a few KiB; 16 MiB is far beyond any real one."""
 
 app = typer.Typer(
     name="private-llm",
@@ -108,15 +120,34 @@ def _exemptions(items: list[str]) -> dict[str, str]:
 def _policy_overrides(path: Path | None) -> dict[str, Any]:
     if path is None:
         return {}
-
     try:
-        document = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError) as exc:
-        raise fail(f"--policy-config {path}: {exc}") from None
+        document = read_yaml(path, "--policy-config", MIB)
+    except InputError as exc:
+        raise fail(str(exc)) from None
     problems = validate_pack_config(document)
     if problems:
         raise fail(f"--policy-config {path} is invalid:\n" + "\n".join(f"  - {p}" for p in problems))
     return dict(document)
+
+
+def _output_dir(path: Path, flag: str) -> Path:
+    """A folder the command may write into, judged before anything is rendered (and nothing created yet: a stack
+    that fails writes nothing): an existing file, or a place that cannot be written, is refused."""
+    if path.exists() and not path.is_dir():
+        raise fail(f"{flag} {path} is a file; give a folder (it is created if missing)")
+    if in_pseudo_filesystem(path):
+        raise fail(f"{flag} {path}: nothing is written under /proc, /sys or /dev; give a folder")
+    existing = next(p for p in (path, *path.absolute().parents) if p.exists())
+    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        raise fail(f"{flag} {path}: {existing} is not a folder this user can write to")
+    return path
+
+
+def _write(recording: Recording, out_dir: Path, flag: str) -> RenderResult:
+    try:
+        return write_render(recording, out_dir)
+    except OSError as exc:
+        raise fail(f"{flag} {out_dir}: cannot write the render ({exc.strerror})") from None
 
 
 def _summary_tables(recording: Recording) -> list[Table]:
@@ -147,8 +178,9 @@ def render(
     out_dir: Annotated[Path, typer.Option("--out", "-o", help="Output folder (created; old manifests replaced).")],
     project_dir: ProjectOption = None,
 ) -> None:
+    _output_dir(out_dir, "--out")
     recording, _ = _render(stack, project_dir)
-    result = write_render(recording, out_dir)
+    result = _write(recording, out_dir, "--out")
     for table in _summary_tables(recording):
         out.print(table)
     out.print(
@@ -263,6 +295,9 @@ def check(
     if exempt and manifests is None:
         raise fail("--exempt applies to --manifests; a stack declares its exceptions in policy.exceptions")
     overrides = _policy_overrides(policy_config_file)
+    for folder, flag in ((out_dir, "--out"), (report_dir, "--report")):
+        if folder is not None:
+            _output_dir(folder, flag)
     if manifests is not None:
         try:
             report = check_manifests(
@@ -274,14 +309,14 @@ def check(
                 crd_dir=crd_schemas,
                 overrides=overrides,
             )
-        except (ManifestError, PolicyConfigError) as exc:
+        except (ManifestError, PolicyConfigError, InputError) as exc:
             raise fail(str(exc)) from None
         subject = f"manifests {manifests}"
     else:
         assert stack is not None
         recording, config = _render(stack, project_dir, quiet=output_format == OutputFormat.json)
         if out_dir is not None:
-            write_render(recording, out_dir)
+            _write(recording, out_dir, "--out")
         spec = spec_of(config)  # type: ignore[arg-type]
         try:
             report = check_recording(recording, spec, crd_schemas, overrides)
@@ -292,7 +327,11 @@ def check(
             root = project_dir or find_project_dir()
             pack_config = merge_pack_config(stack_pack_config(spec), overrides)
             evidence = build_evidence(report, pack_config, stack_file(root, stack), root)
-            for path in write_evidence(evidence, report_dir):
+            try:
+                written = write_evidence(evidence, report_dir)
+            except OSError as exc:
+                raise fail(f"--report {report_dir}: cannot write the evidence ({exc.strerror})") from None
+            for path in written:
                 err.print(f"wrote {path}")
     if output_format == OutputFormat.json:
         sys.stdout.write(report.to_json() + "\n")
@@ -384,7 +423,6 @@ def plan(
     output_format: FormatOption = OutputFormat.table,
     project_dir: ProjectOption = None,
 ) -> None:
-
     rows: list[dict[str, Any]] = []
     if stack:
         if model or model_config or gpu:
@@ -446,7 +484,6 @@ def doctor(
     output_format: FormatOption = OutputFormat.table,
     project_dir: ProjectOption = None,
 ) -> None:
-
     root = project_dir or find_project_dir()
     try:
         spec = spec_of(load_stack_config(root, stack))
@@ -481,7 +518,6 @@ def doctor(
     ),
 )
 def policy_config_command(stack: StackOption, project_dir: ProjectOption = None) -> None:
-
     root = project_dir or find_project_dir()
     try:
         spec = spec_of(load_stack_config(root, stack))
@@ -520,7 +556,6 @@ def images_list(
     output_format: FormatOption = OutputFormat.table,
     project_dir: ProjectOption = None,
 ) -> None:
-
     spec, root = _spec(stack, project_dir)
     try:
         images, charts = stack_inventory(spec, root, stack)
@@ -569,7 +604,6 @@ def images_lock(
     ] = None,
     project_dir: ProjectOption = None,
 ) -> None:
-
     spec, root = _spec(stack, project_dir)
     user, password = os.environ.get("PRIVATELLM_REGISTRY_USERNAME"), os.environ.get("PRIVATELLM_REGISTRY_PASSWORD")
     auth = (user, password) if user and password else None
@@ -597,7 +631,6 @@ def images_lock(
     ),
 )
 def models_manifest(model_dir: Annotated[Path, typer.Argument(help="Model folder.")]) -> None:
-
     try:
         sys.stdout.write(weights.compute_manifest(model_dir))
     except weights.WeightsError as exc:
@@ -616,10 +649,9 @@ def models_verify(
     model_dir: Annotated[Path, typer.Argument(help="Model folder.")],
     manifest: Annotated[Path, typer.Option("--manifest", help="sha256sum-format manifest.")],
 ) -> None:
-
     try:
-        problems = weights.verify_dir(model_dir, manifest.read_text())
-    except (OSError, weights.WeightsError) as exc:
+        problems = weights.verify_dir(model_dir, read_text(manifest, "--manifest", MAX_MANIFEST))
+    except (OSError, weights.WeightsError, InputError) as exc:
         raise fail(str(exc)) from None
     for problem in problems:
         err.print(problem, soft_wrap=True, highlight=False, markup=False)
@@ -646,7 +678,6 @@ def models_upload(
     kms_key: Annotated[str | None, typer.Option("--kms-key", help="KMS key id for aws:kms.")] = None,
     project_dir: ProjectOption = None,
 ) -> None:
-
     spec, _ = _spec(stack, project_dir)
     try:
         target = weights.s3_target(spec, model)
@@ -657,12 +688,12 @@ def models_upload(
                 target.bucket,
                 target.prefix,
                 client,
-                manifest_text=manifest.read_text() if manifest else None,
+                manifest_text=read_text(manifest, "--manifest", MAX_MANIFEST) if manifest else None,
                 sse="aws:kms" if sse == SseMode.kms else "AES256",
                 kms_key_id=kms_key,
                 progress=progress,
             )
-    except (OSError, weights.WeightsError) as exc:
+    except (OSError, weights.WeightsError, InputError) as exc:
         raise fail(str(exc)) from None
     out.print(
         f"{result.uri}: {len(result.uploaded)} files uploaded ({result.bytes_uploaded} bytes), "

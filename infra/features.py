@@ -40,5 +40,3 @@ def observability_features(spec: PlatformSpec) -> set[str]:
             # The gateway's audit log is in Elasticsearch: Grafana reads it for rejections per tenant.
             features.add("audit-log")
     return features
-
-

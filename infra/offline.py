@@ -14,6 +14,7 @@ import hashlib
 import json
 import logging
 import math
+import re
 import runpy
 from collections import Counter
 from collections.abc import Callable, Mapping
@@ -29,6 +30,7 @@ from pulumi.runtime.sync_await import _sync_await
 
 from infra.config import StackConfigError, find_project_dir, set_project_dir
 from infra.errors import ComponentBuildError
+from infra.inputs import MIB, InputError, read_yaml
 
 PROJECT = "private-llm"
 SECRET_MASK = "[secret]"
@@ -311,8 +313,9 @@ class RecordingMonitor(mocks.MockMonitor):
 
 
 def stacks_dir(project_dir: Path) -> Path:
-    project = yaml.safe_load((project_dir / "Pulumi.yaml").read_text()) or {}
-    return project_dir / str(project.get("stackConfigDir", "."))
+    project = read_yaml(project_dir / "Pulumi.yaml", "project file") or {}
+    folder = project.get("stackConfigDir", ".") if isinstance(project, dict) else "."
+    return project_dir / str(folder)
 
 
 def stack_file(project_dir: Path, stack: str) -> Path:
@@ -336,18 +339,37 @@ class StackConfig:
     project_dir: Path | None = None
 
 
+MAX_STACK_FILE = MIB
+
+
 def load_stack_config(project_dir: Path, stack: str) -> StackConfig:
-    path = stack_file(project_dir, stack)
-    if not path.is_file():
-        known = ", ".join(available_stacks(project_dir)) or "none"
-        raise OfflineError(stack, f"no stack file {path} (stacks here: {known})")
+    if not STACK_NAME.fullmatch(stack):
+        raise OfflineError(
+            stack, "--stack: a stack name is letters, digits, '-', '_' and '.' (at most 100), as Pulumi allows"
+        )
     try:
-        document = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise OfflineError(stack, f"{path} is not valid YAML: {exc}") from None
+        path = stack_file(project_dir, stack)
+        if not path.is_file():
+            known = ", ".join(available_stacks(project_dir)) or "none"
+            raise OfflineError(stack, f"no stack file {path} (stacks here: {known})")
+        document = read_yaml(path, "stack file", MAX_STACK_FILE)
+    except InputError as exc:
+        raise OfflineError(stack, str(exc)) from None
+    if document is None:
+        document = {}
     if not isinstance(document, dict):
-        raise OfflineError(stack, f"{path} must be a mapping with a `config:` key")
-    return config_from_mapping(stack, document.get("config") or {}, path, project_dir)
+        raise OfflineError(stack, f"{path} must be a mapping with a `config:` key, not a {_kind(document)}")
+    config = document.get("config") or {}
+    if not isinstance(config, dict):
+        raise OfflineError(stack, f"{path}: `config:` must be a mapping of config keys, not a {_kind(config)}")
+    return config_from_mapping(stack, config, path, project_dir)
+
+
+STACK_NAME = re.compile(r"[A-Za-z0-9_.-]{1,100}")
+
+
+def _kind(value: Any) -> str:
+    return {list: "list", str: "string", int: "number", float: "number", bool: "boolean"}.get(type(value), "value")
 
 
 def config_from_mapping(
@@ -357,6 +379,8 @@ def config_from_mapping(
     values: dict[str, str] = {}
     secret_keys: list[str] = []
     for key, value in config.items():
+        if not isinstance(key, str) or not key:
+            raise OfflineError(stack, f"config key {key!r} is not a name: write it as <namespace>:<name> or <name>")
         full = key if ":" in key else f"{PROJECT}:{key}"
         if isinstance(value, dict) and set(value) == {"secure"}:
             values[full] = f"[secure:{full}]"
@@ -364,7 +388,14 @@ def config_from_mapping(
         elif isinstance(value, str):
             values[full] = value
         else:
-            values[full] = json.dumps(value)
+            try:
+                values[full] = json.dumps(value, allow_nan=False)
+            except (TypeError, ValueError):
+                raise OfflineError(
+                    stack,
+                    f"config key {full} holds a value that is not plain data (binary, a set, NaN or infinity): "
+                    "write strings, numbers, booleans, lists and mappings",
+                ) from None
     return StackConfig(stack=stack, values=values, secret_keys=secret_keys, source=source, project_dir=project_dir)
 
 

@@ -29,6 +29,7 @@ from infra.config import (
 )
 from infra.features import runs_gpu_operator
 from infra.gpu_stack import driver_problem, instance_problem, mig_problem
+from infra.inputs import MIB, InputError, read_text
 from infra.profiles import PROFILE_SETTINGS
 
 DEFAULT_BANDWIDTH_GBPS = {"pvc": 1.0, "s3": 2.0}
@@ -67,6 +68,10 @@ def _path(i: int, field: str) -> str:
     return f"{FULL_PLATFORM_KEY}.models[{i}].{field}"
 
 
+MAX_WEIGHT_MANIFEST = 16 * MIB
+"""A weight manifest lists every file of a model: a few KiB; 16 MiB is far beyond any real one."""
+
+
 def _read_manifest(model: ModelDeploymentSpec, i: int, project_dir: Path, problems: list[str]) -> str | None:
     integrity = model.integrity
     if integrity is None or integrity.configmap:
@@ -76,11 +81,9 @@ def _read_manifest(model: ModelDeploymentSpec, i: int, project_dir: Path, proble
     else:
         path = project_dir / str(integrity.manifest_file)
         try:
-            text = path.read_text()
-        except OSError:
-            problems.append(
-                f"{_path(i, 'integrity.manifest_file')}={integrity.manifest_file!r}: no such file under {project_dir}"
-            )
+            text = read_text(path, _path(i, "integrity.manifest_file"), MAX_WEIGHT_MANIFEST)
+        except InputError as exc:
+            problems.append(str(exc))
             return None
     try:
         parse_manifest(text)

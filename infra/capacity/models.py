@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from infra.capacity.gpus import CapacityError
+from infra.inputs import MIB, InputError, read_text
 
 # `quantization_config.quant_method` values of checkpoints, normalised to the planner's quantization names.
 _CHECKPOINT_QUANT_ALIASES = {
@@ -246,11 +247,13 @@ def model_from_config(config: Mapping[str, Any] | str | Path, name: str | None =
             path = path / "config.json"
         where = f"config file {path}"
         try:
-            loaded = json.loads(path.read_text(encoding="utf-8"))
-        except FileNotFoundError as exc:
-            raise CapacityError(f"model_config: {path} does not exist") from exc
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise CapacityError(f"model_config: {path} is not a readable JSON file: {exc}") from exc
+            loaded = json.loads(read_text(path, "model_config", 4 * MIB))
+        except InputError as exc:
+            raise CapacityError(str(exc)) from None
+        except json.JSONDecodeError as exc:
+            raise CapacityError(
+                f"model_config: {path} is not a readable JSON file (line {exc.lineno}, column {exc.colno})"
+            ) from None
         if not isinstance(loaded, dict):
             raise CapacityError(f"{where}: expected a JSON object at the top level")
         raw: Mapping[str, Any] = loaded

@@ -12,6 +12,7 @@ from pydantic import (
 
 from infra.config.types import (
     DEFAULT_KUBERNETES_VERSION,
+    Cidr,
     DnsLabel,
     GroupName,
     KubernetesVersion,
@@ -34,7 +35,7 @@ class ClusterSpec(StrictModel):
     """The target cluster. Credentials come from a kubeconfig path on the deploy host or a secure config key."""
 
     # Where the API server is reachable from pods (controllers and webhooks); narrow it to the control plane.
-    api_server_cidrs: list[str] = Field(default_factory=lambda: ["0.0.0.0/0"], min_length=1)
+    api_server_cidrs: list[Cidr] = Field(default_factory=lambda: ["0.0.0.0/0"], min_length=1)
     api_server_ports: list[Annotated[int, Field(ge=1, le=65535)]] = Field(default_factory=lambda: [443, 6443])
 
     kubernetes_version: KubernetesVersion = DEFAULT_KUBERNETES_VERSION

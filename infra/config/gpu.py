@@ -27,7 +27,7 @@ _NODE_NAME = re.compile(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
 
 
 def _node_name(value: str) -> str:
-    if len(value) > 253 or not _NODE_NAME.match(value):
+    if len(value) > 253 or not _NODE_NAME.fullmatch(value):
         raise ValueError("is not a Kubernetes node name (DNS subdomain: lower-case letters, digits, '-', '.')")
     return value
 

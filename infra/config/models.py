@@ -112,7 +112,7 @@ def _seconds(value: str | int | float) -> float:
     if isinstance(value, int | float):
         seconds = float(value)
     else:
-        match = _DURATION.match(value.strip())
+        match = _DURATION.fullmatch(value.strip())
         if not match:
             raise ValueError("must be a number of seconds or a duration such as 500ms or 2s")
         number, unit = float(match.group(1)), match.group(2)

@@ -108,7 +108,30 @@ def _unwrap_model(annotation: Any) -> type[BaseModel] | None:
     return None
 
 
-def _short(value: Any) -> str:
+HIDDEN = "<not shown: it may be a secret>"
+# A run of characters a generated token, key or password is made of, too long for a name anyone types.
+_TOKEN_LIKE = re.compile(r"[A-Za-z0-9+/=_\-]{32,}")
+
+
+def might_be_secret(value: Any) -> bool:
+    """A string error messages must not repeat: key material, a known token shape, or a long random-looking run."""
+    return isinstance(value, str) and bool(_CREDENTIAL_VALUE.search(value) or _TOKEN_LIKE.search(value))
+
+
+def _secret_position(loc: Iterable[int | str]) -> bool:
+    """A field that holds a credential, or the name of a secret config key (`*_secret`), or anything below one."""
+    return any(isinstance(p, str) and (p.endswith("_secret") or _is_credential_key(p)) for p in loc)
+
+
+def _short(value: Any, loc: Iterable[int | str] = ()) -> str:
+    """A bad value as an error message may show it: never one in a secret position or shaped like a secret, never
+    the contents of a mapping or list (they may hold one), at most 80 characters."""
+    if _secret_position(loc) or might_be_secret(value):
+        return HIDDEN
+    if isinstance(value, Mapping):
+        return "a mapping"
+    if isinstance(value, list | tuple):
+        return f"a list of {len(value)}"
     text = json.dumps(value, default=str) if not isinstance(value, str) else repr(value)
     return text if len(text) <= 80 else text[:77] + "..."
 
@@ -133,17 +156,17 @@ def _problems_from(error: ValidationError, prefix: str) -> list[str]:
             problems.append(msg)
         elif kind == "literal_error":
             expected = err.get("ctx", {}).get("expected", "")
-            problems.append(f"{where}={_short(err.get('input'))} is not allowed; use one of {expected}")
+            problems.append(f"{where}={_short(err.get('input'), loc)} is not allowed; use one of {expected}")
         elif kind == "missing":
             problems.append(f"{where}: required key is missing")
         elif kind in ("value_error", "assertion_error"):
             message = str(err["msg"]).removeprefix("Value error, ")
             if "input" in err and not isinstance(err["input"], dict | list):
-                problems.append(f"{where}={_short(err['input'])} {message}")
+                problems.append(f"{where}={_short(err['input'], loc)} {message}")
             else:
                 problems.append(f"{where}: {message}")
         else:
-            problems.append(f"{where}={_short(err.get('input'))}: {err['msg']}")
+            problems.append(f"{where}={_short(err.get('input'), loc)}: {err['msg']}")
     return problems
 
 
@@ -225,15 +248,18 @@ def check_secret_refs(
     problems: list[str] = []
     for path, ref in spec.secret_refs():
         key = qualified_key(ref)
+        # The field holds a key's name, which is never repeated: if it is the secret itself (pasted by mistake),
+        # the message must not print it. The field's path says where it is.
+        field = f"{FULL_PLATFORM_KEY}.{path}"
         if not is_set(key):
             problems.append(
-                f"{FULL_PLATFORM_KEY}.{path}={ref!r} names config key {key!r}, which is not set; "
-                f"set it with `pulumi config set --secret {key} ...`"
+                f"{field} names a config key that is not set; set it with `pulumi config set --secret <key> ...` "
+                f"(<key>: the name written in {path}, not repeated here)"
             )
         elif not is_secret(key):
             problems.append(
-                f"{FULL_PLATFORM_KEY}.{path}={ref!r} names config key {key!r}, which is stored in plain text; "
-                f"re-set it with `pulumi config set --secret {key} ...`"
+                f"{field} names a config key that is stored in plain text; re-set it with "
+                f"`pulumi config set --secret <key> ...` (<key>: the name written in {path})"
             )
     return problems
 

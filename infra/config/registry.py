@@ -17,7 +17,7 @@ _HOST = re.compile(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?(:[0-9]{1,5})?$")
 
 
 def _registry_host(value: str) -> str:
-    if not _HOST.match(value) or value in ("docker.io", "registry-1.docker.io", "index.docker.io"):
+    if not _HOST.fullmatch(value) or value in ("docker.io", "registry-1.docker.io", "index.docker.io"):
         raise ValueError("must be your own registry's host name (and optional port), e.g. harbor.bank.internal")
     return value
 
@@ -114,7 +114,7 @@ _OCI_LOCATION = re.compile(r"^oci://[a-z0-9]([-a-z0-9.]*[a-z0-9])?(:[0-9]{1,5})?
 
 
 def _oci_location(value: str) -> str:
-    if not _OCI_LOCATION.match(value):
+    if not _OCI_LOCATION.fullmatch(value):
         raise ValueError(
             "must be an OCI location holding charts, oci://<registry host>[:port][/<path>], "
             "e.g. oci://bootstrap-registry.example.internal/charts"

@@ -59,7 +59,7 @@ class StackConfigError(pulumi.RunError):
 
 
 def _dns_label(value: str) -> str:
-    if len(value) > 63 or not DNS_LABEL.match(value):
+    if len(value) > 63 or not DNS_LABEL.fullmatch(value):
         raise ValueError(
             "must be a DNS-1123 label: at most 63 characters of lower-case letters, digits and '-', "
             "starting and ending with a letter or digit"
@@ -98,7 +98,7 @@ def _kubernetes_version(value: str) -> str:
 
 
 def _secret_ref(value: str) -> str:
-    if not _SECRET_REF.match(value):
+    if not _SECRET_REF.fullmatch(value):
         raise ValueError(
             "must name a secure config key of this stack (for example 'kubeconfig', set with "
             "`pulumi config set --secret privatellm:kubeconfig ...`)"
@@ -116,7 +116,7 @@ def _group_name(value: str) -> str:
             "into separate groups (each would be bound). Write the group name your identity provider puts in the "
             "token's groups claim, e.g. llm-retail-admins"
         )
-    if not _GROUP_NAME.match(value):
+    if not _GROUP_NAME.fullmatch(value):
         raise ValueError("must be an LDAP/OIDC group name without spaces or commas (at most 253 characters)")
     return value
 
@@ -155,7 +155,8 @@ NonNegativeInt = Annotated[int, Field(ge=0)]
 class StrictModel(BaseModel):
     """Every level of the stack file forbids unknown keys and is immutable once parsed."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=False)
+    # NaN and infinity are refused: no limit of the schema can judge them (every comparison with NaN is false).
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=False, allow_inf_nan=False)
 
 
 def quantity(value: str) -> Decimal:

@@ -96,7 +96,7 @@ class ModelSlo:
 
 
 def _is_dns_label(value: str) -> bool:
-    return len(value) <= 63 and bool(DNS_LABEL.match(value))
+    return len(value) <= 63 and bool(DNS_LABEL.fullmatch(value))
 
 
 def _quote(value: str) -> str:

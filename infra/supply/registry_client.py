@@ -142,7 +142,7 @@ def resolve_digest(
         _check_status(response.status, image, base, auth, missing_hint, credentials_hint)
         return "sha256:" + hashlib.sha256(response.body).hexdigest()
     digest = digest.strip()
-    if not DIGEST.match(digest):
+    if not DIGEST.fullmatch(digest):
         raise RegistryError(f"{image}: the registry answered digest {digest!r}, not sha256:<64 hex digits>")
     return digest
 

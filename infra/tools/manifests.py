@@ -12,9 +12,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from infra.config import DEFAULT_KUBERNETES_VERSION
+from infra.inputs import MIB, InputError, load_yaml_all, read_text
 from infra.offline import RecordedResource, Recording
 from infra.tools.checks import CheckReport, build_report
 from policies.pack import merge_pack_config, policy_config, profile_pack_config
@@ -33,11 +32,18 @@ def pulumi_type(api_version: str, kind: str) -> str:
     return f"kubernetes:{group or 'core'}/{version}:{kind}"
 
 
+MAX_MANIFEST_FILE = 32 * MIB
+MAX_FILES = 20_000
+
+
 def _files(path: Path) -> list[Path]:
-    if path.is_file():
-        return [path]
     if path.is_dir():
-        return sorted(p for p in path.rglob("*") if p.is_file() and p.suffix in SUFFIXES)
+        files = sorted(p for p in path.rglob("*") if p.suffix in SUFFIXES and not p.is_dir())
+        if len(files) > MAX_FILES:
+            raise ManifestError(f"--manifests {path}: more than {MAX_FILES} files; check one folder at a time")
+        return files
+    if path.exists() or path.is_symlink():
+        return [path]
     raise ManifestError(f"--manifests {path}: no such file or folder")
 
 
@@ -49,9 +55,9 @@ def load_manifests(path: Path) -> list[tuple[str, dict[str, Any]]]:
         raise ManifestError(f"--manifests {path}: no {', '.join(SUFFIXES)} files in this folder")
     for file in files:
         try:
-            documents = list(yaml.safe_load_all(file.read_text()))
-        except yaml.YAMLError as exc:
-            raise ManifestError(f"{file}: not valid YAML: {exc}") from None
+            documents = load_yaml_all(read_text(file, "--manifests", MAX_MANIFEST_FILE), f"--manifests {file}")
+        except InputError as exc:
+            raise ManifestError(str(exc)) from None
         for index, doc in enumerate(documents):
             if doc is None:
                 continue

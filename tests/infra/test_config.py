@@ -193,9 +193,11 @@ def test_secret_refs_must_be_set_and_encrypted() -> None:
     spec = parse_platform({"cluster": {"kubeconfig_secret": "kubeconfig"}})
     assert spec.secret_refs() == [("cluster.kubeconfig_secret", "kubeconfig")]
     unset = check_secret_refs(spec, is_set=lambda k: False, is_secret=lambda k: False)
+    # The field's value is a key name, never repeated (it could be the secret itself, pasted by mistake).
     assert unset == [
-        "privatellm:platform.cluster.kubeconfig_secret='kubeconfig' names config key 'privatellm:kubeconfig', "
-        "which is not set; set it with `pulumi config set --secret privatellm:kubeconfig ...`"
+        "privatellm:platform.cluster.kubeconfig_secret names a config key that is not set; set it with "
+        "`pulumi config set --secret <key> ...` (<key>: the name written in cluster.kubeconfig_secret, not repeated "
+        "here)"
     ]
     plain = check_secret_refs(spec, is_set=lambda k: True, is_secret=lambda k: False)
     assert "stored in plain text" in plain[0]
