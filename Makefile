@@ -58,13 +58,13 @@ bench: install
 
 ## lint: ruff and mypy over the code we ship
 lint: install
-	$(BIN)/ruff check components infra policies tests
-	$(BIN)/ruff format --check components infra policies tests
+	$(BIN)/ruff check components infra policies tests e2e
+	$(BIN)/ruff format --check components infra policies tests e2e
 	$(BIN)/mypy
 
 format: install
-	$(BIN)/ruff check --fix components infra policies tests
-	$(BIN)/ruff format components infra policies tests
+	$(BIN)/ruff check --fix components infra policies tests e2e
+	$(BIN)/ruff format components infra policies tests e2e
 
 clean:
 	rm -rf build .pytest_cache .mypy_cache .ruff_cache $(CHECKOV_VENV)
