@@ -17,7 +17,7 @@ DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 def check_dns_label(what: str, value: Any, max_length: int = 63) -> None:
     """Refuse `value` unless it is a DNS-1123 label (what Kubernetes requires of namespace and object names) of at
     most `max_length` characters; the error names the argument."""
-    if not isinstance(value, str) or len(value) > max_length or not DNS_LABEL.match(value):
+    if not isinstance(value, str) or len(value) > max_length or not DNS_LABEL.fullmatch(value):
         raise ValueError(
             f"{what}={value!r} is not a DNS-1123 label (lower-case letters, digits, '-', at most {max_length})"
         )

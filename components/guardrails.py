@@ -97,7 +97,7 @@ PUBLIC_REGISTRIES = frozenset(
 
 def _check_label_name(value: str, what: str) -> None:
     prefix, _, name = value.rpartition("/")
-    if not _LABEL_NAME.match(value) or len(name) > 63 or len(prefix) > 253:
+    if not _LABEL_NAME.fullmatch(value) or len(name) > 63 or len(prefix) > 253:
         raise ValueError(f"{what}={value!r} is not a Kubernetes label key such as app.kubernetes.io/name")
 
 
@@ -128,7 +128,7 @@ class AdmissionGuardrailsArgs:
                 "with no registry every image would be rejected"
             )
         for i, host in enumerate(self.allowed_registries):
-            if not isinstance(host, str) or not (_REGISTRY.match(host) or _REGISTRY_WITH_PORT.match(host)):
+            if not isinstance(host, str) or not (_REGISTRY.fullmatch(host) or _REGISTRY_WITH_PORT.fullmatch(host)):
                 raise ValueError(
                     f"allowed_registries[{i}]={host!r} is not a registry host: use a host name with a dot or a port "
                     "(harbor.bank.internal, registry:5000), lower case, without scheme or path"
@@ -152,7 +152,7 @@ class AdmissionGuardrailsArgs:
                 )
             for key, value in self.namespace_labels.items():
                 _check_label_name(key, "namespace_labels key")
-                if not isinstance(value, str) or len(value) > 63 or not _LABEL_VALUE.match(value):
+                if not isinstance(value, str) or len(value) > 63 or not _LABEL_VALUE.fullmatch(value):
                     raise ValueError(f"namespace_labels[{key!r}]={value!r} is not a Kubernetes label value")
         _check_label_name(self.tenant_namespace_label, "tenant_namespace_label")
         if isinstance(self.required_labels, str):

@@ -40,7 +40,7 @@ def scanner_skips(skips: Mapping[str, str]) -> dict[str, str]:
     """`checkov.io/skipN` annotations for documented exceptions to checkov checks: {check id: reason}."""
     annotations: dict[str, str] = {}
     for index, (check, reason) in enumerate(sorted(skips.items()), start=1):
-        if not _SCANNER_CHECK.match(check):
+        if not _SCANNER_CHECK.fullmatch(check):
             raise ValueError(f"scanner skip {check!r} is not a checkov Kubernetes check id such as CKV_K8S_43")
         if not reason.strip() or "=" in reason:
             raise ValueError(f"scanner skip {check}: the reason must be a non-empty sentence without '=': {reason!r}")

@@ -65,7 +65,7 @@ class SecureNamespaceArgs:
         check_dns_label("name", self.name)
         check_dns_label("instance", self.instance)
         check_dns_label("dns_namespace", self.dns_namespace)
-        if not _VERSION.match(self.kubernetes_version):
+        if not _VERSION.fullmatch(self.kubernetes_version):
             raise ValueError(f"kubernetes_version={self.kubernetes_version!r} must look like '1.31'")
         if self.pod_security_level not in PSA_LEVELS:
             raise ValueError(f"pod_security_level={self.pod_security_level!r} must be one of {', '.join(PSA_LEVELS)}")

@@ -28,7 +28,7 @@ def pci(requirement: str) -> Standard:
 
 
 def _days(min_age: Any) -> int | None:
-    match = _DAYS.match(str(min_age)) if min_age is not None else None
+    match = _DAYS.fullmatch(str(min_age)) if min_age is not None else None
     return int(match.group(1)) if match else None
 
 

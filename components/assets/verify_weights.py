@@ -32,7 +32,7 @@ def parse_manifest(text: str) -> dict[str, str]:
         line = raw.strip()
         if not line or line.startswith("#"):
             continue
-        match = LINE.match(line)
+        match = LINE.fullmatch(line)
         if not match:
             raise ValueError(f"manifest line {number} is not '<sha256>  <path>': {line[:80]!r}")
         digest, path = match.group(1).lower(), match.group(2).strip()
