@@ -17,6 +17,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from collections.abc import Mapping, Sequence
@@ -60,6 +61,17 @@ ACCESS_LOG_FIELDS: dict[str, str] = {
 }
 
 
+REVISION_HEADER = "x-privatellm-revision"
+"""What an evaluator tenant sends to pin one revision of a model (offline evaluation, A/B)."""
+
+# With revisions: which backend (AIServiceBackend `<model>-<revision>`) served the request, and the revision an
+# evaluator pinned. The AI Gateway's external processor writes the backend into its dynamic metadata.
+REVISION_LOG_FIELDS: dict[str, str] = {
+    "backend": f"%DYNAMIC_METADATA({TOKEN_METADATA}:backend_name)%",
+    "pinned_revision": "%REQ(X-PRIVATELLM-REVISION)%",
+}
+
+
 @dataclass(frozen=True)
 class GatewayModel:
     name: str
@@ -67,6 +79,25 @@ class GatewayModel:
     service: str
     namespace: str
     port: int = 8000
+    model: str = ""
+    """The stack's model this server belongs to (default: `service`); its revisions share the public name."""
+    revision: str | None = None
+    """The revision this server is, when the model has several."""
+    weight: int | None = None
+    """Its share of the model's requests (percent), when the model has revisions."""
+
+    @property
+    def group(self) -> str:
+        return self.model or self.service
+
+
+@dataclass(frozen=True)
+class GatewayRollout:
+    """Who may pin a revision of a model (the x-privatellm-revision header) and which tenants always get one."""
+
+    evaluators: Sequence[str] = ()
+    cohorts: Mapping[str, Sequence[str]] = field(default_factory=dict)
+    """Revision → tenants that always get it."""
 
 
 @dataclass(frozen=True)
@@ -97,6 +128,8 @@ class LlmGatewayArgs:
     max_request_body: str = "1Mi"
     global_limits: bool = True
     extra_log_fields: Mapping[str, str] = field(default_factory=dict)
+    rollouts: Mapping[str, GatewayRollout] = field(default_factory=dict)
+    """Per stack model with revisions: its evaluators and cohorts."""
     pod_monitor: bool = False
     """Create a PodMonitor for the proxies (needs the Prometheus Operator CRDs, i.e. the monitoring stack)."""
 
@@ -115,6 +148,32 @@ class LlmGatewayArgs:
         for key, value in self.extra_log_fields.items():
             if "BODY" in value.upper():
                 raise ValueError(f"extra_log_fields[{key!r}]: request and response bodies never enter the audit log")
+        for group, members in self.model_groups.items():
+            if len({m.name for m in members}) != 1:
+                raise ValueError(f"model {group}: its revisions must share one served name")
+            if len(members) > 1 and sum(m.weight or 0 for m in members) != 100:
+                raise ValueError(f"model {group}: revision weights must add up to 100")
+        for group, rollout in self.rollouts.items():
+            revisions = {m.revision for m in self.model_groups.get(group, [])}
+            for revision in rollout.cohorts:
+                if revision not in revisions:
+                    raise ValueError(f"rollouts[{group}].cohorts: {revision!r} is not a revision of {group}")
+            known = {t.name for t in self.tenants}
+            for tenant in [*rollout.evaluators, *(t for ts in rollout.cohorts.values() for t in ts)]:
+                if tenant not in known:
+                    raise ValueError(f"rollouts[{group}]: {tenant!r} is not a tenant of the gateway")
+
+    @property
+    def model_groups(self) -> dict[str, list[GatewayModel]]:
+        """Stack model → its servers (one, or one per revision), in order."""
+        groups: dict[str, list[GatewayModel]] = {}
+        for m in self.models:
+            groups.setdefault(m.group, []).append(m)
+        return groups
+
+    @property
+    def has_revisions(self) -> bool:
+        return any(len(members) > 1 for members in self.model_groups.values())
 
 
 def clock() -> datetime:
@@ -132,6 +191,12 @@ def key_windows(epoch: datetime, rotation_days: int, now: datetime) -> dict[str,
         "a": epoch + half * (index - index % 2),
         "b": epoch + half * (index - (index - 1) % 2),
     }
+
+
+def tenants_match(tenants: Sequence[str]) -> dict[str, str]:
+    """A header match on the tenant the SecurityPolicy forwards (`<tenant>.<slot>`) for any of `tenants`."""
+    names = "|".join(re.escape(t) for t in sorted(tenants))
+    return {"type": "RegularExpression", "name": TENANT_HEADER, "value": rf"({names})\.(a|b)"}
 
 
 def bearer(key: str) -> str:
@@ -243,7 +308,14 @@ class LlmGateway(pulumi.ComponentResource):
                     "accessLog": {
                         "settings": [
                             {
-                                "format": {"type": "JSON", "json": {**ACCESS_LOG_FIELDS, **a.extra_log_fields}},
+                                "format": {
+                                    "type": "JSON",
+                                    "json": {
+                                        **ACCESS_LOG_FIELDS,
+                                        **(REVISION_LOG_FIELDS if a.has_revisions else {}),
+                                        **a.extra_log_fields,
+                                    },
+                                },
                                 "sinks": [{"type": "File", "file": {"path": "/dev/stdout"}}],
                             }
                         ]
@@ -319,18 +391,73 @@ class LlmGateway(pulumi.ComponentResource):
         )
         return backend
 
+    def _rules_of(self, group: str, members: Sequence[GatewayModel]) -> list[dict[str, Any]]:
+        """The AIGatewayRoute rules of one stack model: by model name to its server; with revisions, one rule whose
+        backendRefs carry the weights, then per cohort a rule that sends those tenants to their revision and per
+        revision a pin rule for the evaluator tenants (more header matches win: pin over cohort over weights)."""
+        model_header = {"type": "Exact", "name": MODEL_HEADER, "value": members[0].name}
+        if len(members) == 1 and members[0].revision is None:
+            return [
+                {
+                    "name": members[0].service,
+                    "matches": [{"headers": [model_header]}],
+                    "backendRefs": [{"name": members[0].service}],
+                }
+            ]
+        rules: list[dict[str, Any]] = [
+            {
+                "name": group,
+                "matches": [{"headers": [model_header]}],
+                "backendRefs": [{"name": m.service, "weight": m.weight or 0} for m in members],
+            }
+        ]
+        rollout = self.args.rollouts.get(group, GatewayRollout())
+        by_revision = {m.revision: m for m in members}
+        for revision, tenants in sorted(rollout.cohorts.items()):
+            if tenants:
+                rules.append(
+                    {
+                        "name": f"{group}-cohort-{revision}",
+                        "matches": [{"headers": [model_header, tenants_match(tenants)]}],
+                        "backendRefs": [{"name": by_revision[revision].service}],
+                    }
+                )
+        if rollout.evaluators:
+            for m in members:
+                pin = {"type": "Exact", "name": REVISION_HEADER, "value": m.revision}
+                rules.append(
+                    {
+                        "name": f"{group}-pin-{m.revision}",
+                        "matches": [{"headers": [model_header, pin, tenants_match(rollout.evaluators)]}],
+                        "backendRefs": [{"name": m.service}],
+                    }
+                )
+        return rules
+
+    @property
+    def route_rules(self) -> list[list[dict[str, Any]]]:
+        """The rules of each AIGatewayRoute: every model's rules kept in one route, at most RULES_PER_ROUTE each."""
+        routes: list[list[dict[str, Any]]] = [[]]
+        for group, members in self.args.model_groups.items():
+            rules = self._rules_of(group, members)
+            if len(rules) > RULES_PER_ROUTE:
+                raise ValueError(
+                    f"model {group} needs {len(rules)} route rules; at most {RULES_PER_ROUTE} fit one route"
+                )
+            if len(routes[-1]) + len(rules) > RULES_PER_ROUTE:
+                routes.append([])
+            routes[-1].extend(rules)
+        return routes
+
     @property
     def model_route_names(self) -> list[str]:
         """The AIGatewayRoutes (and the HTTPRoutes AI Gateway generates with the same names): one per
-        RULES_PER_ROUTE models, the first keeps the plain `<gateway>-models` name."""
-        count = max(1, math.ceil(len(self.args.models) / RULES_PER_ROUTE))
-        return [f"{self.gateway_name}-models" + (f"-{i + 1}" if i else "") for i in range(count)]
+        RULES_PER_ROUTE rules, the first keeps the plain `<gateway>-models` name."""
+        return [f"{self.gateway_name}-models" + (f"-{i + 1}" if i else "") for i in range(len(self.route_rules))]
 
     def _ai_routes(self, name: str) -> list[k8s.apiextensions.CustomResource]:
-        a = self.args
         routes = []
-        for i, route_name in enumerate(self.model_route_names):
-            models = a.models[i * RULES_PER_ROUTE : (i + 1) * RULES_PER_ROUTE]
+        for i, (route_name, rules) in enumerate(zip(self.model_route_names, self.route_rules, strict=True)):
             routes.append(
                 k8s.apiextensions.CustomResource(
                     f"{name}-route" + (f"-{i + 1}" if i else ""),
@@ -341,14 +468,7 @@ class LlmGateway(pulumi.ComponentResource):
                         "parentRefs": [
                             {"name": self.gateway_name, "kind": "Gateway", "group": "gateway.networking.k8s.io"}
                         ],
-                        "rules": [
-                            {
-                                "name": m.service,
-                                "matches": [{"headers": [{"type": "Exact", "name": MODEL_HEADER, "value": m.name}]}],
-                                "backendRefs": [{"name": m.service}],
-                            }
-                            for m in models
-                        ],
+                        "rules": rules,
                         "llmRequestCosts": [
                             {"metadataKey": "llm_input_token", "type": "InputToken"},
                             {"metadataKey": "llm_output_token", "type": "OutputToken"},
@@ -360,10 +480,33 @@ class LlmGateway(pulumi.ComponentResource):
             )
         return routes
 
+    def model_list(self) -> str:
+        """The body of GET /v1/models (OpenAI's list format): every model the gateway serves, by public name, once
+        however many revisions it has."""
+        names = list(dict.fromkeys(m.name for m in self.args.models))
+        data = [{"id": n, "object": "model", "created": 0, "owned_by": self.args.instance} for n in names]
+        return json.dumps({"object": "list", "data": data}, separators=(",", ":"))
+
     def _models_route(self, name: str) -> k8s.apiextensions.CustomResource:
-        """GET /v1/models only: the one thing a guest tenant's key opens (served by the first model's vLLM)."""
+        """GET /v1/models only: the one thing a guest tenant's key opens. Envoy answers it itself (an HTTPRouteFilter
+        direct response) with every model of the gateway: no model server is asked, so the list is complete."""
         a = self.args
-        first = a.models[0]
+        list_name = f"{self.gateway_name}-model-list"
+        self.model_list_filter = k8s.apiextensions.CustomResource(
+            f"{name}-model-list",
+            api_version="gateway.envoyproxy.io/v1alpha1",
+            kind="HTTPRouteFilter",
+            metadata=self.meta(list_name, "gateway"),
+            spec={
+                "directResponse": {
+                    "contentType": "application/json",
+                    "statusCode": 200,
+                    # Envoy reads command operators (%…%) in the body: a literal % is written %%.
+                    "body": {"type": "Inline", "inline": self.model_list().replace("%", "%%")},
+                }
+            },
+            opts=pulumi.ResourceOptions(parent=self),
+        )
         return k8s.apiextensions.CustomResource(
             f"{name}-models-route",
             api_version="gateway.networking.k8s.io/v1",
@@ -375,11 +518,20 @@ class LlmGateway(pulumi.ComponentResource):
                 "rules": [
                     {
                         "matches": [{"path": {"type": "Exact", "value": "/v1/models"}, "method": "GET"}],
-                        "backendRefs": [{"group": "gateway.envoyproxy.io", "kind": "Backend", "name": first.service}],
+                        "filters": [
+                            {
+                                "type": "ExtensionRef",
+                                "extensionRef": {
+                                    "group": "gateway.envoyproxy.io",
+                                    "kind": "HTTPRouteFilter",
+                                    "name": list_name,
+                                },
+                            }
+                        ],
                     }
                 ],
             },
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[self.gateway, *self.backends]),
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[self.gateway, self.model_list_filter]),
         )
 
     # --------------------------------------------------------------------------------------------------- keys

@@ -165,6 +165,28 @@ class Benchmark:
     output_len: int
 
 
+REVISION_LABEL = "privatellm.io/revision"
+REVISION_WEIGHT_ANNOTATION = "privatellm.io/revision-weight"
+APPROVED_BY_ANNOTATION = "privatellm.io/approved-by"
+
+
+@dataclass(frozen=True)
+class Revision:
+    """Which revision of its model a server is, and the share of the model's traffic the gateway gives it: label
+    `privatellm.io/revision` on every object but the pods (so declaring revisions restarts no server), `revision` on
+    every vLLM series (the ServiceMonitor adds it), the autoscaling query scoped to it; the weight and approval
+    annotated on the workload for the policy pack."""
+
+    name: str
+    weight: int
+    approved_by: str | None = None
+
+    def __post_init__(self) -> None:
+        check_dns_label("revision", self.name)
+        if not 0 <= self.weight <= 100:
+            raise ValueError(f"revision weight={self.weight} must be 0..100")
+
+
 @dataclass(frozen=True)
 class VllmServiceArgs:
     name: str
@@ -205,6 +227,8 @@ class VllmServiceArgs:
     memory_request: str | None = None
     compile_seconds: int = 180
     labels: Mapping[str, str] = field(default_factory=dict)
+    revision: Revision | None = None
+    """The revision of its model this server is (one of several served under the same public name)."""
     scanner_skips: Mapping[str, str] = field(default_factory=dict)
     """Documented checkov exceptions for the server workload: {check id: reason} (see components.labels)."""
 
@@ -342,7 +366,9 @@ class VllmService(pulumi.ComponentResource):
             "app.kubernetes.io/instance": a.instance,
             "app.kubernetes.io/component": "server",
         }
-        self.pod_labels = {**self._labels("server"), **a.labels}
+        # Pods do not carry the revision label: declaring revisions then changes no pod template, so the stable
+        # revision's servers keep running (series get `revision` from the ServiceMonitor instead).
+        self.pod_labels = {**self._labels("server", revision=False), **a.labels}
 
         def meta(
             object_name: str, component: str, annotations: Mapping[str, str] | None = None
@@ -420,13 +446,21 @@ class VllmService(pulumi.ComponentResource):
 
     # ----------------------------------------------------------------------------------------------------------
 
-    def _labels(self, component: str) -> dict[str, str]:
-        return standard_labels(
-            name=self.args.name,
-            instance=self.args.instance,
-            component=component,
-            extra={"privatellm.io/model": self.args.served_model_name.replace("/", "-")[:63]},
-        )
+    def _labels(self, component: str, revision: bool = True) -> dict[str, str]:
+        extra = {"privatellm.io/model": self.args.served_model_name.replace("/", "-")[:63]}
+        if revision and self.args.revision is not None:
+            extra[REVISION_LABEL] = self.args.revision.name
+        return standard_labels(name=self.args.name, instance=self.args.instance, component=component, extra=extra)
+
+    def _workload_annotations(self) -> dict[str, str]:
+        """The checkov skips, and with a revision its weight and approval (read by the pack's revision rules)."""
+        annotations = scanner_skips(self.args.scanner_skips)
+        revision = self.args.revision
+        if revision is not None:
+            annotations[REVISION_WEIGHT_ANNOTATION] = str(revision.weight)
+            if revision.approved_by:
+                annotations[APPROVED_BY_ANNOTATION] = revision.approved_by
+        return annotations
 
     def _model_cache(self, name: str, child: pulumi.ResourceOptions) -> k8s.core.v1.PersistentVolumeClaim | None:
         a = self.args
@@ -729,7 +763,7 @@ class VllmService(pulumi.ComponentResource):
         replicas = self._replicas
         return k8s.apps.v1.Deployment(
             f"{name}-deployment",
-            metadata=self.meta(a.name, "server", scanner_skips(a.scanner_skips)),
+            metadata=self.meta(a.name, "server", self._workload_annotations()),
             spec=k8s.apps.v1.DeploymentSpecArgs(
                 replicas=replicas,
                 selector=k8s.meta.v1.LabelSelectorArgs(match_labels=self.selector),
@@ -764,7 +798,7 @@ class VllmService(pulumi.ComponentResource):
             f"{name}-lws",
             api_version="leaderworkerset.x-k8s.io/v1",
             kind="LeaderWorkerSet",
-            metadata=self.meta(a.name, "server", scanner_skips(a.scanner_skips)),
+            metadata=self.meta(a.name, "server", self._workload_annotations()),
             spec={
                 **({"replicas": replicas} if replicas is not None else {}),
                 "startupPolicy": "LeaderCreated",
@@ -890,6 +924,9 @@ class VllmService(pulumi.ComponentResource):
                 "keySecret": {"name": client, "key": "tls.key"},
                 "serverName": f"{a.name}.{a.namespace}.svc",
             }
+        if a.revision is not None:
+            # Every series of this server carries its revision, so rules and dashboards compare revisions.
+            endpoint["relabelings"] = [{"action": "replace", "targetLabel": "revision", "replacement": a.revision.name}]
         return k8s.apiextensions.CustomResource(
             f"{name}-monitor",
             api_version="monitoring.coreos.com/v1",
@@ -906,7 +943,10 @@ class VllmService(pulumi.ComponentResource):
     def _scaled_object(self, name: str, child: pulumi.ResourceOptions) -> k8s.apiextensions.CustomResource:
         a = self.args
         assert a.autoscaling is not None
-        query = f'sum(vllm:num_requests_waiting{{namespace="{a.namespace}",model_name="{a.served_model_name}"}})'
+        scope = f'namespace="{a.namespace}",model_name="{a.served_model_name}"'
+        if a.revision is not None:
+            scope += f',revision="{a.revision.name}"'  # the other revisions' queues are not this server's load
+        query = f"sum(vllm:num_requests_waiting{{{scope}}})"
         target = (
             {"apiVersion": "leaderworkerset.x-k8s.io/v1", "kind": "LeaderWorkerSet", "name": a.name}
             if a.multi_node

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import subprocess
 import sys
 from enum import StrEnum
 from pathlib import Path
@@ -18,26 +20,28 @@ from infra.capacity import DEFAULT_GPU_MEMORY_UTILIZATION, CapacityError, PlanRe
 from infra.capacity import plan as capacity_plan
 from infra.catalog import LockError, lock_path, write_lock
 from infra.config import DEFAULT_KUBERNETES_VERSION, StackConfigError, find_project_dir
-from infra.inputs import MIB, InputError, in_pseudo_filesystem, read_text, read_yaml
+from infra.inputs import MIB, InputError, in_pseudo_filesystem, load_yaml, read_text, read_yaml
 from infra.offline import (
+    MAX_STACK_FILE,
     OfflineError,
     Recording,
     RenderResult,
     load_stack_config,
     run_program,
+    stack_config_of,
     stack_file,
     summarize,
     write_render,
 )
 from infra.pack_config import stack_pack_config
-from infra.placement import stack_plans
+from infra.placement import plan_models, stack_plans
 from infra.supply.inventory import inventory_document, stack_inventory
 from infra.supply.lock import lock_stack
 from infra.supply.registry_client import RegistryError
-from infra.tools import weights
+from infra.tools import rollout, weights
 from infra.tools.checks import CheckReport, PolicyConfigError, check_recording, spec_of
 from infra.tools.doctor import format_results, run_doctor
-from infra.tools.evidence import build_evidence, write_evidence
+from infra.tools.evidence import build_evidence, model_revisions, write_evidence
 from infra.tools.manifests import ManifestError, check_manifests
 from policies.pack import merge_pack_config, validate_pack_config
 
@@ -326,7 +330,9 @@ def check(
         if report_dir is not None:
             root = project_dir or find_project_dir()
             pack_config = merge_pack_config(stack_pack_config(spec), overrides)
-            evidence = build_evidence(report, pack_config, stack_file(root, stack), root)
+            evidence = build_evidence(
+                report, pack_config, stack_file(root, stack), root, revisions=model_revisions(recording)
+            )
             try:
                 written = write_evidence(evidence, report_dir)
             except OSError as exc:
@@ -464,8 +470,33 @@ def plan(
         return
     out.print(_plan_table(rows, title))
     _print_reasons(rows)
+    if stack:
+        _print_pools(spec, root)
     if not all(r.get("fits") for r in rows):
         raise typer.Exit(1)
+
+
+def _print_pools(spec: Any, root: Path) -> None:
+    """What each pool holds once every model (and every revision) is placed: the replicas deployed, not the
+    planner's suggestion, with autoscaling maxima."""
+    try:
+        placed = plan_models(spec, root)
+    except StackConfigError as exc:
+        for problem in exc.problems:
+            out.print(f"  {problem}", soft_wrap=True, highlight=False, markup=False)
+        return
+    for pool in spec.node_pools:
+        members = [p for p in placed if p.pool.name == pool.name]
+        if not members:
+            continue
+        parts = ", ".join(f"{p.spec.name} {p.reserved_gpus}" for p in members)
+        used = sum(p.reserved_gpus for p in members)
+        out.print(
+            f"pool {pool.name}: {used} of {pool.total_gpus} GPUs held at most ({parts})",
+            soft_wrap=True,
+            highlight=False,
+            markup=False,
+        )
 
 
 @app.command(
@@ -700,6 +731,155 @@ def models_upload(
         f"{len(result.skipped)} already there, manifest {'written' if result.manifest_written else 'unchanged'}",
         soft_wrap=True,
     )
+
+
+rollout_app = typer.Typer(
+    help="Canary and A/B rollouts between model revisions: gate checks, and changes that are safe to apply.",
+    no_args_is_help=True,
+)
+app.add_typer(rollout_app, name="rollout")
+VERDICT_STYLE = {"pass": "green", "hold": "yellow", "fail": "bold red"}
+
+
+@rollout_app.command(
+    "check",
+    help=(
+        "Judge a model's candidate revision against its stable one over the gate's window (models[].rollout.gate): "
+        "warm-up, sample size, error ratio, TTFT and inter-token latency p95 from Prometheus, and with "
+        "--elasticsearch the gateway's 5xx answers per revision from the audit log. Prints pass, hold or fail per "
+        "gate and the next weight. Exit 0 on pass or hold, 1 on fail, 2 when it cannot check.\n\n"
+        "Credentials come from the environment, never flags: PROMETHEUS_TOKEN (bearer), ELASTICSEARCH_API_KEY or "
+        "ELASTICSEARCH_USERNAME and ELASTICSEARCH_PASSWORD.\n\n"
+        "Example: private-llm rollout check --stack finance-prod --model llama-3-1-8b "
+        "--prometheus https://prometheus.monitoring.svc:9090 --ca-file ca.crt"
+    ),
+)
+def rollout_check(
+    stack: StackOption,
+    model: Annotated[str, typer.Option("--model", help="Model name in the stack (or its served name).")],
+    prometheus: Annotated[str, typer.Option("--prometheus", help="Prometheus URL (its HTTP API).")],
+    elasticsearch: Annotated[
+        str | None, typer.Option("--elasticsearch", help="Elasticsearch URL: also judge the audit log's 5xx.")
+    ] = None,
+    ca_file: Annotated[Path | None, typer.Option("--ca-file", help="CA bundle for https (the platform CA).")] = None,
+    output_format: FormatOption = OutputFormat.table,
+    project_dir: ProjectOption = None,
+) -> None:
+    spec, root = _spec(stack, project_dir)
+    try:
+        if ca_file is not None:
+            read_text(ca_file, "--ca-file", MIB)
+        token = os.environ.get("PROMETHEUS_TOKEN")
+        metrics = rollout.Prometheus(
+            rollout.HttpSource(prometheus, "Prometheus", ca_file, {"Authorization": f"Bearer {token}"} if token else {})
+        )
+        audit = None
+        if elasticsearch is not None:
+            headers, auth = rollout.audit_credentials(os.environ)
+            audit = rollout.AuditLog(rollout.HttpSource(elasticsearch, "Elasticsearch", ca_file, headers, auth))
+        report = rollout.check_rollout(spec, root, model, metrics, audit)
+    except (rollout.RolloutError, InputError, StackConfigError) as exc:
+        raise fail(str(exc)) from None
+    if output_format == OutputFormat.json:
+        sys.stdout.write(json.dumps(report.as_dict(), indent=2) + "\n")
+    else:
+        weights_text = ", ".join(f"{k} {v}%" for k, v in report.weights.items())
+        out.print(f"{report.model} ({report.served_model_name}): {weights_text}", soft_wrap=True, highlight=False)
+        if report.gates:
+            table = Table(
+                title=f"Candidate {report.candidate} against {report.stable}", title_justify="left", highlight=False
+            )
+            for column in ("Gate", "Verdict", "Measured", "Limit", "Detail"):
+                table.add_column(column, overflow="fold")
+            for g in report.gates:
+                table.add_row(g.gate, f"[{VERDICT_STYLE[g.verdict]}]{g.verdict}[/]", g.measured, g.limit, g.detail)
+            out.print(table)
+        out.print(
+            Text("verdict: ")
+            + Text(report.verdict, style=VERDICT_STYLE[report.verdict])
+            + Text(f"; next weight of {report.candidate or report.stable}: {report.next_weight}"),
+            soft_wrap=True,
+            highlight=False,
+        )
+        out.print(f"next: {report.next_step}", soft_wrap=True, highlight=False, markup=False)
+    if report.verdict == "fail":
+        raise typer.Exit(1)
+
+
+@rollout_app.command(
+    "diff",
+    help=(
+        "Compare a stack file with an earlier version of it (a file, or the same path at a git revision) and refuse "
+        "a change that removes a revision still taking traffic: lower its weight to 0, apply, then remove it. "
+        "Prints every revision's weight before and after. Exit 1 when refused.\n\n"
+        "Examples:\n\n"
+        "  private-llm rollout diff --stack finance-prod --base-ref origin/main\n\n"
+        "  private-llm rollout diff --stack finance-prod --base previous/Pulumi.finance-prod.yaml"
+    ),
+)
+def rollout_diff(
+    stack: StackOption,
+    base: Annotated[Path | None, typer.Option("--base", help="The earlier stack file.")] = None,
+    base_ref: Annotated[
+        str | None, typer.Option("--base-ref", help="A git revision holding the earlier stack file (same path).")
+    ] = None,
+    output_format: FormatOption = OutputFormat.table,
+    project_dir: ProjectOption = None,
+) -> None:
+    if (base is None) == (base_ref is None):
+        raise fail("give one of --base FILE or --base-ref REVISION (the earlier version of the stack file)")
+    after, root = _spec(stack, project_dir)
+    try:
+        if base is not None:
+            text, where = read_text(base, "--base", MAX_STACK_FILE), str(base)
+        else:
+            assert base_ref is not None
+            text, where = git_show(root, base_ref, stack_file(root, stack))
+        before = spec_of(stack_config_of(stack, load_yaml(text, where), where))
+    except (OfflineError, StackConfigError, InputError) as exc:
+        raise fail(str(exc)) from None
+    problems = rollout.removal_problems(before, after)
+    rows = rollout.weight_changes(before, after)
+    if output_format == OutputFormat.json:
+        document = {"base": where, "revisions": rows, "problems": problems, "ok": not problems}
+        sys.stdout.write(json.dumps(document, indent=2) + "\n")
+    else:
+        table = Table(title=f"Revision weights of stack {stack}: {where} → now", title_justify="left")
+        for column in ("Model", "Revision", "Before", "After"):
+            table.add_column(column)
+        for row in rows:
+            cell = {k: "-" if row[k] is None else str(row[k]) for k in ("before", "after")}
+            table.add_row(row["model"], row["revision"], cell["before"], cell["after"])
+        out.print(table if rows else "no model has revisions before or after")
+        for problem in problems:
+            err.print(Text("refused: ", style="bold red") + Text(problem), soft_wrap=True, highlight=False)
+    if problems:
+        raise typer.Exit(1)
+
+
+def git_show(root: Path, revision: str, path: Path) -> tuple[str, str]:
+    """The text of `path` (inside the repository at `root`) at a git revision."""
+    if not re.fullmatch(r"[A-Za-z0-9_./@^~{}-]{1,200}", revision) or revision.startswith("-"):
+        raise InputError(f"--base-ref {revision!r} is not a git revision (a branch, tag or commit)")
+    try:
+        top = subprocess.run(
+            ["git", "-C", str(root), "rev-parse", "--show-toplevel"], capture_output=True, text=True, check=True
+        ).stdout.strip()
+        relative = path.resolve().relative_to(Path(top).resolve()).as_posix()
+        shown = subprocess.run(
+            ["git", "-C", top, "show", f"{revision}:{relative}"], capture_output=True, check=False, timeout=60
+        )
+    except (OSError, subprocess.CalledProcessError, subprocess.TimeoutExpired, ValueError):
+        raise InputError(f"--base-ref: {root} is not inside a git repository (give --base FILE)") from None
+    where = f"{revision}:{relative}"
+    if shown.returncode != 0:
+        raise InputError(f"--base-ref: git has no {where} (fetch the revision, or give --base FILE)")
+    if len(shown.stdout) > MAX_STACK_FILE:
+        raise InputError(f"{where} is larger than {MAX_STACK_FILE // MIB} MiB")
+    try:
+        return shown.stdout.decode("utf-8"), where
+    except UnicodeDecodeError:
+        raise InputError(f"{where} is not UTF-8 text") from None
 
 
 def main() -> None:

@@ -355,14 +355,21 @@ def load_stack_config(project_dir: Path, stack: str) -> StackConfig:
         document = read_yaml(path, "stack file", MAX_STACK_FILE)
     except InputError as exc:
         raise OfflineError(stack, str(exc)) from None
+    return stack_config_of(stack, document, str(path), path, project_dir)
+
+
+def stack_config_of(
+    stack: str, document: Any, where: str, source: Path | None = None, project_dir: Path | None = None
+) -> StackConfig:
+    """A parsed stack file (`where`: how errors name it) → its config."""
     if document is None:
         document = {}
     if not isinstance(document, dict):
-        raise OfflineError(stack, f"{path} must be a mapping with a `config:` key, not a {_kind(document)}")
+        raise OfflineError(stack, f"{where} must be a mapping with a `config:` key, not a {_kind(document)}")
     config = document.get("config") or {}
     if not isinstance(config, dict):
-        raise OfflineError(stack, f"{path}: `config:` must be a mapping of config keys, not a {_kind(config)}")
-    return config_from_mapping(stack, config, path, project_dir)
+        raise OfflineError(stack, f"{where}: `config:` must be a mapping of config keys, not a {_kind(config)}")
+    return config_from_mapping(stack, config, source, project_dir)
 
 
 STACK_NAME = re.compile(r"[A-Za-z0-9_.-]{1,100}")

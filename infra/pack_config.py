@@ -60,7 +60,14 @@ def stack_policy_config(spec: PlatformSpec) -> dict[str, Any]:
         gateway_namespaces=exposed_namespaces(spec),
         profile=spec.profile,
         chart_registries=charts if charts != allowed else None,
+        revision_weights=revision_weights(spec),
     )
+
+
+def revision_weights(spec: PlatformSpec) -> dict[str, dict[str, int]]:
+    """Per served model with revisions: each revision's backend (its objects' name) → the weight the stack file
+    gives it; the pack checks that the rendered routes give exactly these."""
+    return {m.served_name: {m.revision(r).name: r.weight for r in m.revisions} for m in spec.models if m.revisions}
 
 
 def exposed_namespaces(spec: PlatformSpec) -> list[str]:

@@ -7,7 +7,9 @@ collected and raised as one StackConfigError before any resource is registered."
 
 from __future__ import annotations
 
+import dataclasses
 from collections import defaultdict
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,6 +27,7 @@ from infra.config import (
     GpuPoolSpec,
     ModelDeploymentSpec,
     PlatformSpec,
+    RevisionSpec,
     StackConfigError,
 )
 from infra.features import runs_gpu_operator
@@ -41,11 +44,16 @@ class PlacedModel:
 
     index: int
     spec: ModelDeploymentSpec
+    """What is deployed: with revisions, the model as this revision deploys it (`ModelDeploymentSpec.revision`)."""
     facts: ModelFacts
     pool: GpuPoolSpec
     plan: Plan
     replicas: int
     integrity_manifest: str | None
+    revision: RevisionSpec | None = None
+    """The revision this is, when the model has revisions."""
+    model_name: str = ""
+    """The stack's name of the model (its revisions' objects are `<model>-<revision>`)."""
 
     @property
     def gpus_per_replica(self) -> int:
@@ -72,23 +80,25 @@ MAX_WEIGHT_MANIFEST = 16 * MIB
 """A weight manifest lists every file of a model: a few KiB; 16 MiB is far beyond any real one."""
 
 
-def _read_manifest(model: ModelDeploymentSpec, i: int, project_dir: Path, problems: list[str]) -> str | None:
+def _read_manifest(
+    model: ModelDeploymentSpec, path: Callable[[str], str], project_dir: Path, problems: list[str]
+) -> str | None:
     integrity = model.integrity
     if integrity is None or integrity.configmap:
         return None
     if integrity.sha256:
         text = "".join(f"{digest}  {rel}\n" for rel, digest in sorted(integrity.sha256.items()))
     else:
-        path = project_dir / str(integrity.manifest_file)
+        file = project_dir / str(integrity.manifest_file)
         try:
-            text = read_text(path, _path(i, "integrity.manifest_file"), MAX_WEIGHT_MANIFEST)
+            text = read_text(file, path("integrity.manifest_file"), MAX_WEIGHT_MANIFEST)
         except InputError as exc:
             problems.append(str(exc))
             return None
     try:
         parse_manifest(text)
     except ValueError as exc:
-        problems.append(f"{_path(i, 'integrity')}: {exc}")
+        problems.append(f"{path('integrity')}: {exc}")
         return None
     return text
 
@@ -114,57 +124,32 @@ def plan_models(spec: PlatformSpec, project_dir: Path) -> list[PlacedModel]:
         pools[pool.name] = pool
         problems.extend(pool_problems(spec, i, pool))
     problems.extend(driver_problems(spec))
-    names: set[str] = set()
-    served: set[str] = set()
+    names: dict[str, str] = {}
+    served: dict[str, int] = {}
     placed: list[PlacedModel] = []
     for i, model in enumerate(spec.models):
-        if model.name in names:
-            problems.append(f"{_path(i, 'name')}={model.name!r} is used by another model")
-        names.add(model.name)
-        if model.served_name in served:
+        if model.served_name in served and served[model.served_name] != i:
             problems.append(f"{_path(i, 'served_model_name')}={model.served_name!r} is served by another model")
-        served.add(model.served_name)
-        found_pool = pools.get(model.pool)
-        if found_pool is None:
-            known = ", ".join(sorted(pools)) or "none defined"
-            problems.append(f"{_path(i, 'pool')}={model.pool!r} is not a node pool of this stack (pools: {known})")
-        if PROFILE_SETTINGS[spec.profile].integrity_required and model.integrity is None:
-            problems.append(
-                f"{_path(i, 'integrity')} is required by the {spec.profile} profile: give the SHA-256 manifest "
-                "of the approved weights (manifest_file or sha256)"
-            )
-        for problem in check_extra_args(model.extra_args, model.trust_remote_code):
-            problems.append(f"{_path(i, 'extra_args')}: {problem}")
-        manifest = _read_manifest(model, i, project_dir, problems)
-        try:
-            config_path = project_dir / model.config_path if model.config_path else None
-            facts = resolve_model(model.model, config_path)
-        except CapacityError as exc:
-            problems.append(f"{_path(i, 'model' if model.model else 'config_path')}: {exc}")
-            continue
-        if found_pool is None:
-            continue
-        pool = found_pool
-        if pool.partitioned:
-            problems.append(
-                f"{_path(i, 'pool')}={pool.name!r} partitions its GPUs (MIG or time-slicing); vLLM models are sized "
-                "on whole GPUs: serve them from a pool without partitioning"
-            )
-            continue
-        try:
-            result = plan(plan_request(model, facts, pool))
-        except CapacityError as exc:
-            problems.append(f"{FULL_PLATFORM_KEY}.models[{i}]: {exc}")
-            continue
-        if not result.fits:
-            where = f"{model.name}: {facts.name} on {pool.gpu} x{pool.gpus_per_node}/node"
-            detail = "; ".join(result.reasons)
-            if result.rejected:
-                detail += f" (smallest layout rejected: {result.rejected[0]})"
-            problems.append(f"{FULL_PLATFORM_KEY}.models[{i}] ({where}): {detail}")
-            continue
-        replicas = model.replicas or result.replicas
-        placed.append(PlacedModel(i, model, facts, pool, result, replicas, manifest))
+        served[model.served_name] = i
+        units = [(None, model)] if not model.revisions else [(r, model.revision(r)) for r in model.revisions]
+        for j, (revision, unit) in enumerate(units):
+            where = _path(i, "name") if revision is None else _path(i, f"revisions[{j}]")
+            if unit.name in names and revision is None:
+                problems.append(f"{where}={unit.name!r} is used by another model")
+            elif unit.name in names:
+                problems.append(
+                    f"{where}: its objects would be named {unit.name!r}, already those of {names[unit.name]}; "
+                    "give the revision another name"
+                )
+            names.setdefault(unit.name, where)
+
+            def path(field: str, i: int = i, j: int = j, revision: RevisionSpec | None = revision) -> str:
+                overridden = revision is not None and field.split(".")[0] in revision.overrides()
+                return _path(i, f"revisions[{j}].{field}" if overridden else field)
+
+            found = _place(spec, i, unit, pools, project_dir, problems, path)
+            if found is not None:
+                placed.append(dataclasses.replace(found, revision=revision, model_name=model.name))
     # Place the models on their pools: together they may not need more GPUs than the pool has.
     used: dict[str, int] = defaultdict(int)
     for p in placed:
@@ -179,13 +164,72 @@ def plan_models(spec: PlatformSpec, project_dir: Path) -> list[PlacedModel]:
                 for p in placed
                 if p.pool.name == name
             )
+            revisions = any(p.revision is not None for p in placed if p.pool.name == name)
+            fix = (
+                "add nodes, lower replicas, or remove a revision whose weight is 0 (every revision of a model holds "
+                "its GPUs at once)"
+                if revisions
+                else "add nodes or lower replicas"
+            )
             problems.append(
                 f"node pool {name!r} has {pool.total_gpus} GPUs ({pool.nodes} nodes x {pool.gpus_per_node} {pool.gpu}) "
-                f"but its models need {gpus}: {detail}; add nodes or lower replicas"
+                f"but its models need {gpus}: {detail}; {fix}"
             )
     if problems:
         raise StackConfigError(problems, pulumi.get_stack() if _in_pulumi() else None)
     return placed
+
+
+def _place(
+    spec: PlatformSpec,
+    i: int,
+    model: ModelDeploymentSpec,
+    pools: Mapping[str, GpuPoolSpec],
+    project_dir: Path,
+    problems: list[str],
+    path: Callable[[str], str],
+) -> PlacedModel | None:
+    """One deployment (a model, or one revision of it) sized on its pool; problems named by `path(field)`."""
+    found_pool = pools.get(model.pool)
+    if found_pool is None:
+        known = ", ".join(sorted(pools)) or "none defined"
+        problems.append(f"{path('pool')}={model.pool!r} is not a node pool of this stack (pools: {known})")
+    if PROFILE_SETTINGS[spec.profile].integrity_required and model.integrity is None:
+        problems.append(
+            f"{path('integrity')} is required by the {spec.profile} profile: give the SHA-256 manifest "
+            "of the approved weights (manifest_file or sha256)"
+        )
+    for problem in check_extra_args(model.extra_args, model.trust_remote_code):
+        problems.append(f"{path('extra_args')}: {problem}")
+    manifest = _read_manifest(model, path, project_dir, problems)
+    try:
+        config_path = project_dir / model.config_path if model.config_path else None
+        facts = resolve_model(model.model, config_path)
+    except CapacityError as exc:
+        problems.append(f"{path('model' if model.model else 'config_path')}: {exc}")
+        return None
+    if found_pool is None:
+        return None
+    pool = found_pool
+    if pool.partitioned:
+        problems.append(
+            f"{path('pool')}={pool.name!r} partitions its GPUs (MIG or time-slicing); vLLM models are sized "
+            "on whole GPUs: serve them from a pool without partitioning"
+        )
+        return None
+    try:
+        result = plan(plan_request(model, facts, pool))
+    except CapacityError as exc:
+        problems.append(f"{FULL_PLATFORM_KEY}.models[{i}]: {exc}")
+        return None
+    if not result.fits:
+        where = f"{model.name}: {facts.name} on {pool.gpu} x{pool.gpus_per_node}/node"
+        detail = "; ".join(result.reasons)
+        if result.rejected:
+            detail += f" (smallest layout rejected: {result.rejected[0]})"
+        problems.append(f"{FULL_PLATFORM_KEY}.models[{i}] ({where}): {detail}")
+        return None
+    return PlacedModel(i, model, facts, pool, result, model.replicas or result.replicas, manifest)
 
 
 def pool_problems(spec: PlatformSpec, i: int, pool: GpuPoolSpec) -> list[str]:
@@ -251,17 +295,20 @@ def stack_plans(spec: PlatformSpec, project_dir: Path) -> list[tuple[str, Plan |
     """(model name, plan or None, problems) for every model of a stack, without raising: for `private-llm plan`."""
     pools = {p.name: p for p in spec.node_pools}
     out: list[tuple[str, Plan | None, list[str]]] = []
-    for i, model in enumerate(spec.models):
-        pool = pools.get(model.pool)
-        if pool is None:
-            out.append((model.name, None, [f"{_path(i, 'pool')}={model.pool!r} is not a node pool of this stack"]))
-            continue
-        try:
-            config_path = project_dir / model.config_path if model.config_path else None
-            facts = resolve_model(model.model, config_path)
-            out.append((model.name, plan(plan_request(model, facts, pool)), []))
-        except CapacityError as exc:
-            out.append((model.name, None, [str(exc)]))
+    for i, stack_model in enumerate(spec.models):
+        # A model with revisions is planned per revision (each is deployed, and holds its GPUs, on its own).
+        units = [stack_model.revision(r) for r in stack_model.revisions] or [stack_model]
+        for model in units:
+            pool = pools.get(model.pool)
+            if pool is None:
+                out.append((model.name, None, [f"{_path(i, 'pool')}={model.pool!r} is not a node pool of this stack"]))
+                continue
+            try:
+                config_path = project_dir / model.config_path if model.config_path else None
+                facts = resolve_model(model.model, config_path)
+                out.append((model.name, plan(plan_request(model, facts, pool)), []))
+            except CapacityError as exc:
+                out.append((model.name, None, [str(exc)]))
     return out
 
 

@@ -57,6 +57,18 @@ CONFIG_PROPERTIES: dict[str, dict[str, Any]] = {
             "bootstrap charts location); empty: those of allowedRegistries."
         ),
     },
+    "revisionWeights": {
+        "type": "object",
+        "default": {},
+        "additionalProperties": {
+            "type": "object",
+            "additionalProperties": {"type": "integer", "minimum": 0, "maximum": 100},
+        },
+        "description": (
+            "Per served model with revisions: backend (the revision's Service) → its percent of the model's traffic, "
+            "as the stack file states it; the rendered routes must give exactly these."
+        ),
+    },
     "immutableRepositories": {
         "type": "array",
         "items": {"type": "string", "minLength": 1},
@@ -128,6 +140,12 @@ def owasp(item: str) -> Standard:
 
 def hipaa(section: str) -> Standard:
     return Standard("HIPAA Security Rule", "45 CFR 164", section)
+
+
+def nist(control: str) -> Standard:
+    """A NIST SP 800-53 Rev. 5 control, e.g. CM-3 (configuration change control: changes approved, then made as
+    approved)."""
+    return Standard("NIST SP 800-53", "Rev. 5", control)
 
 
 def minor_of(config: Mapping[str, Any]) -> int:

@@ -25,6 +25,7 @@ from policies.base import (
     get_path,
     hipaa,
     is_vllm_server,
+    nist,
     nsa,
     owasp,
     pod_templates,
@@ -40,6 +41,11 @@ STATEFUL_SET = "kubernetes:apps/v1:StatefulSet"
 ELASTICSEARCH = "kubernetes:elasticsearch.k8s.elastic.co/v1:Elasticsearch"
 CHART_TYPES = ("kubernetes:helm.sh/v4:Chart", "kubernetes:helm.sh/v3:Chart")
 RETAIN_ANNOTATION = "privatellm.io/retain-on-delete"
+# Written by components.vllm on a server that is one revision of its model.
+REVISION_LABEL = "privatellm.io/revision"
+REVISION_WEIGHT_ANNOTATION = "privatellm.io/revision-weight"
+APPROVED_BY_ANNOTATION = "privatellm.io/approved-by"
+BASE_REVISION = "base"
 
 
 def _vllm_servers(resource_type: str, props: Mapping[str, Any]) -> Iterator[tuple[PodTemplate, str, Mapping[str, Any]]]:
@@ -160,6 +166,28 @@ def weights_verified(resource_type: str, props: Mapping[str, Any], config: Mappi
     return out
 
 
+def canary_approval(resource_type: str, props: Mapping[str, Any], config: Mapping[str, Any]) -> list[str]:
+    labels = get_path(props, ("metadata", "labels")) or {}
+    annotations = get_path(props, ("metadata", "annotations")) or {}
+    if not isinstance(labels, Mapping) or not isinstance(annotations, Mapping):
+        return []
+    revision = labels.get(REVISION_LABEL)
+    weight = annotations.get(REVISION_WEIGHT_ANNOTATION)
+    if revision is None or weight is None or revision == BASE_REVISION:
+        return []
+    try:
+        percent = int(str(weight))
+    except ValueError:
+        return [f"revision {revision}: annotation {REVISION_WEIGHT_ANNOTATION}={weight!r} is not a whole percent"]
+    if percent > 50 and not str(annotations.get(APPROVED_BY_ANNOTATION) or "").strip():
+        name = get_path(props, ("metadata", "name"))
+        return [
+            f"{name}: candidate revision {revision} takes {percent}% of its model's traffic without an approval "
+            f"({APPROVED_BY_ANNOTATION})"
+        ]
+    return []
+
+
 INFERENCE_RULES: list[Rule] = [
     Rule(
         name="vllm-no-trust-remote-code",
@@ -244,6 +272,24 @@ INFERENCE_RULES: list[Rule] = [
 
 PDB = "kubernetes:policy/v1:PodDisruptionBudget"
 SERVING_TYPES = ("kubernetes:apps/v1:Deployment", "kubernetes:apps/v1:StatefulSet", LEADER_WORKER_SET)
+
+INFERENCE_RULES.append(
+    Rule(
+        name="canary-approval",
+        description=(
+            "A new revision of a model takes more than half of the model's traffic only once someone approved it: "
+            "the approval is recorded on its workload and in the evidence report."
+        ),
+        check=canary_approval,
+        resource_types=SERVING_TYPES,
+        standards=(nist("CM-3"),),
+        remediation=(
+            "Set models[].revisions[].approved_by (who approved the promotion) before giving a named revision more "
+            "than 50, or keep it at 50 or less."
+        ),
+        severity=Severity.HIGH,
+    )
+)
 
 
 def _selects(selector: Any, labels: Mapping[str, Any]) -> bool:

@@ -10,7 +10,7 @@ from jsonschema import Draft7Validator
 from pulumi_policy import EnforcementLevel, Policy
 
 from policies.base import CONFIG_PROPERTIES, DEFAULT_KUBERNETES_VERSION, Rule, StackRule
-from policies.gateway import GATEWAY_STACK_RULES
+from policies.gateway import GATEWAY_RULES, GATEWAY_STACK_RULES
 from policies.inference import INFERENCE_RULES, INFERENCE_STACK_RULES
 from policies.namespaces import NAMESPACE_RULES, STACK_RULES
 from policies.observability import OBSERVABILITY_RULES
@@ -34,6 +34,7 @@ RESOURCE_RULES: list[Rule] = [
     *OBSERVABILITY_RULES,
     *WORKLOAD_RULES,
     *INFERENCE_RULES,
+    *GATEWAY_RULES,
 ]
 ALL_STACK_RULES: list[StackRule] = [*STACK_RULES, *INFERENCE_STACK_RULES, *GATEWAY_STACK_RULES]
 ALL_POLICIES: list[Policy] = [*RESOURCE_RULES, *ALL_STACK_RULES]
@@ -57,6 +58,7 @@ def policy_config(
     gateway_namespaces: list[str] | None = None,
     profile: str = DEFAULT_PROFILE,
     chart_registries: list[str] | None = None,
+    revision_weights: dict[str, dict[str, int]] | None = None,
     **thresholds: int,
 ) -> dict[str, Any]:
     """The config every policy receives (the same keys `--policy-pack-config` sets for the real engine).
@@ -75,6 +77,8 @@ def policy_config(
         "gatewayNamespaces": list(gateway_namespaces or []),
         # Only where the stack declares chart locations beyond its image registries (else: allowedRegistries).
         **({"chartRegistries": list(chart_registries)} if chart_registries else {}),
+        # Only for stacks whose models have revisions.
+        **({"revisionWeights": {m: dict(w) for m, w in revision_weights.items()}} if revision_weights else {}),
         **thresholds,
     }
 

@@ -59,6 +59,7 @@ LEVELS: dict[str, dict[str, EnforcementLevel]] = {
         "images-pinned": EnforcementLevel.ADVISORY,
         "charts-from-internal-registry": EnforcementLevel.ADVISORY,
         "model-weights-verified": EnforcementLevel.ADVISORY,
+        "canary-approval": EnforcementLevel.ADVISORY,
     },
     "finance": {},
     "healthcare": {},

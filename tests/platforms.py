@@ -7,6 +7,7 @@ import copy
 from pathlib import Path
 from typing import Any
 
+from components.gateway import GatewayModel, GatewayTenant, LlmGatewayArgs
 from infra.offline import Recording, config_from_mapping, run_program
 from tests.conftest import ROOT
 
@@ -45,3 +46,19 @@ def model(**kw: Any) -> dict[str, Any]:
 def render(doc: dict[str, Any], project: Path = ROOT, stack: str = "test", **config: Any) -> Recording:
     """The offline render of `doc` as stack `stack` of `project`, with extra config keys (`privatellm:…`)."""
     return run_program(config_from_mapping(stack, {"privatellm:platform": doc, **config}, project_dir=project))
+
+
+def gateway_args(models: list[GatewayModel], tenants: list[GatewayTenant] | None = None, **kw: Any) -> LlmGatewayArgs:
+    """The bank's gateway component arguments for `models` (tenant `qa` unless given)."""
+    return LlmGatewayArgs(
+        namespace="llm-gateway",
+        instance="bank",
+        hostname="llm.bank.internal",
+        tls_secret="gateway-tls",
+        client_certificate_secret="gateway-client-tls",
+        ca_configmap="bank-platform-ca",
+        models=models,
+        tenants=tenants or [GatewayTenant(name="qa", requests_per_minute=60, tokens_per_minute=1000)],
+        rotation_days=30,
+        **kw,
+    )

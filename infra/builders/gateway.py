@@ -8,7 +8,7 @@ from typing import Any
 import pulumi
 
 from components.base import RESTRICTED_CONTAINER, RESTRICTED_POD
-from components.gateway import GatewayModel, GatewayTenant, LlmGateway, LlmGatewayArgs
+from components.gateway import GatewayModel, GatewayRollout, GatewayTenant, LlmGateway, LlmGatewayArgs
 from components.pki import Pki
 from components.vllm import VllmService
 from infra.builders.base import Site
@@ -19,6 +19,7 @@ from infra.catalog import (
 )
 from infra.config import (
     RegistrySpec,
+    RolloutSpec,
 )
 from infra.errors import build
 from infra.placement import PlacedModel
@@ -97,6 +98,24 @@ def ai_gateway_values(registry: RegistrySpec, images: Mapping[str, Image] = IMAG
     }
 
 
+def gateway_model(model: PlacedModel, namespace: str) -> GatewayModel:
+    """How the gateway routes to one placed model (or one revision of it)."""
+    if model.revision is None:
+        return GatewayModel(name=model.spec.served_name, service=model.spec.name, namespace=namespace)
+    return GatewayModel(
+        name=model.spec.served_name,
+        service=model.spec.name,
+        namespace=namespace,
+        model=model.model_name,
+        revision=model.revision.label,
+        weight=model.revision.weight,
+    )
+
+
+def gateway_rollout(rollout: RolloutSpec) -> GatewayRollout:
+    return GatewayRollout(evaluators=list(rollout.evaluators), cohorts={k: list(v) for k, v in rollout.cohorts.items()})
+
+
 def build_gateway(
     site: Site,
     models: list[PlacedModel],
@@ -135,7 +154,8 @@ def build_gateway(
         tls_secret=GATEWAY_TLS_SECRET,
         client_certificate_secret=GATEWAY_CLIENT_SECRET,
         ca_configmap=pki.ca_configmap,
-        models=[GatewayModel(name=m.spec.served_name, service=m.spec.name, namespace=inference_ns) for m in models],
+        models=[gateway_model(m, inference_ns) for m in models],
+        rollouts={m.name: gateway_rollout(m.rollout) for m in spec.models if m.revisions and m.rollout is not None},
         tenants=[
             GatewayTenant(
                 name=t.name,

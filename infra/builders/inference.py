@@ -18,6 +18,7 @@ from components.vllm import (
     Benchmark,
     GpuScheduling,
     ModelStore,
+    Revision,
     ServingTls,
     VllmService,
     VllmServiceArgs,
@@ -171,6 +172,9 @@ def vllm_service_args(
         surge_allowed=free_gpus(placed, pool) >= model.gpus_per_replica,
         max_output_tokens=spec.gateway.max_tokens if spec.gateway is not None else None,
         image_pull_secrets=[pull_secret] if pull_secret else [],
+        revision=Revision(model.revision.label, model.revision.weight, model.revision.approved_by)
+        if model.revision is not None
+        else None,
     )
 
 

@@ -178,7 +178,9 @@ def build_logging(
         elasticsearch_tls_secret=ELASTICSEARCH_TLS_SECRET,
         kibana_tls_secret=KIBANA_TLS_SECRET,
         ca_configmap=pki.ca_configmap,
-        lifecycle_documents=lifecycle_documents(spec.audit_retention_days, spec.app_retention_days, nodes),
+        lifecycle_documents=lifecycle_documents(
+            spec.audit_retention_days, spec.app_retention_days, nodes, revisions=any(m.revisions for m in spec.models)
+        ),
         shipper_namespace=LOG_SHIPPER_NAMESPACE,
         reader_namespace=spec.namespaces.monitoring.name if "audit-log" in observability_features(spec) else None,
         image_pull_secrets=(pull,) if pull else (),

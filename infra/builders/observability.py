@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -18,15 +19,12 @@ from infra.catalog import (
     Image,
     chart_source,
 )
-from infra.config import (
-    PlatformSpec,
-    RegistrySpec,
-)
+from infra.config import GateSpec, PlatformSpec, RegistrySpec
 from infra.errors import build
 from infra.features import observability_features, runs_monitoring
 from infra.observability.dashboards import dashboard_configmaps_data
 from infra.observability.ilm import AUDIT_DATASOURCE_UID, AUDIT_PREFIX
-from infra.observability.rules import ModelSlo, build_rule_groups
+from infra.observability.rules import ModelSlo, RevisionComparison, build_rule_groups
 from infra.placement import PlacedModel
 
 GRAFANA_TLS_SECRET = "grafana-tls"
@@ -207,6 +205,54 @@ def kube_prometheus_stack_values(
     }
 
 
+def model_slos(models: list[PlacedModel]) -> list[ModelSlo]:
+    """One SLO per served model; a model with revisions keeps each revision's workload apart."""
+    slos = []
+    for name, group in itertools.groupby(models, key=lambda m: m.model_name or m.spec.name):
+        members = list(group)
+        first = members[0]
+        slo = first.spec.slo
+        slos.append(
+            ModelSlo(
+                model=first.spec.served_name,
+                ttft_p95_seconds=slo.ttft_p95,
+                ttft_p99_seconds=slo.ttft_p99,
+                max_waiting=slo.max_waiting,
+                error_ratio=slo.error_ratio,
+                workload=first.spec.name if first.revision is None else name,
+                multi_node=first.plan.pipeline_parallel_size > 1,
+                revisions=tuple(
+                    (m.revision.label, m.spec.name, m.plan.pipeline_parallel_size > 1)
+                    for m in members
+                    if m.revision is not None
+                ),
+            )
+        )
+    return slos
+
+
+def revision_comparisons(spec: PlatformSpec) -> list[RevisionComparison]:
+    """The canary alerts' pairs: each model's candidate against its stable revision, with the stack's gate."""
+    out = []
+    for m in spec.models:
+        pair = m.stable_and_candidate()
+        if pair is None:
+            continue
+        gate = m.rollout.gate if m.rollout else GateSpec()
+        out.append(
+            RevisionComparison(
+                model=m.served_name,
+                stable=pair[0].label,
+                candidate=pair[1].label,
+                max_error_ratio_delta=gate.max_error_ratio_delta,
+                max_ttft_p95_ratio=gate.max_ttft_p95_ratio,
+                max_itl_p95_ratio=gate.max_itl_p95_ratio,
+                min_requests_per_second=round(gate.min_requests / (gate.window_minutes * 60), 4),
+            )
+        )
+    return out
+
+
 def build_observability(
     site: Site, models: list[PlacedModel], pki: Pki | None, pulls: list[pulumi.Resource]
 ) -> MonitoringStack | None:
@@ -229,21 +275,11 @@ def build_observability(
     if pki is not None:
         rule_features.add("cert-manager")
     groups = build_rule_groups(
-        [
-            ModelSlo(
-                model=p.spec.served_name,
-                ttft_p95_seconds=p.spec.slo.ttft_p95,
-                ttft_p99_seconds=p.spec.slo.ttft_p99,
-                max_waiting=p.spec.slo.max_waiting,
-                error_ratio=p.spec.slo.error_ratio,
-                workload=p.spec.name,
-                multi_node=p.plan.pipeline_parallel_size > 1,
-            )
-            for p in models
-        ],
+        model_slos(models),
         spec.namespaces.inference.name,
         rule_features,
         platform_namespaces=sorted(site.namespaces),
+        comparisons=revision_comparisons(spec),
     )
     values = with_pull_secret(
         "kube-prometheus-stack",
@@ -271,10 +307,11 @@ def build_observability(
         values=values,
         rule_groups=groups,
         dashboards=dashboard_configmaps_data(
-            [m.spec.served_name for m in models],
+            list(dict.fromkeys(m.spec.served_name for m in models)),
             spec.namespaces.inference.name,
             features,
             spec.namespaces.gateway.name,
+            revisions=any(m.revision is not None for m in models),
         )
         if models
         else {},

@@ -22,7 +22,7 @@ from infra.config.cluster import (
     TenantSpec,
 )
 from infra.config.gpu import POOL_LABEL, GpuPoolSpec
-from infra.config.models import ModelDeploymentSpec
+from infra.config.models import BASE_REVISION, GateSpec, ModelDeploymentSpec, RevisionSpec, RolloutSpec
 from infra.config.operations import LOG_SHIPPER_NAMESPACE
 from infra.config.parse import (
     check_secret_refs,
@@ -46,6 +46,7 @@ from infra.config.types import (
 )
 
 __all__ = [
+    "BASE_REVISION",
     "CONFIG_NAMESPACE",
     "DEFAULT_KUBERNETES_VERSION",
     "FULL_PLATFORM_KEY",
@@ -57,6 +58,7 @@ __all__ = [
     "PLATFORM_QUOTA",
     "POOL_LABEL",
     "TENANT_ROLES",
+    "GateSpec",
     "GpuPoolSpec",
     "HarborSpec",
     "LimitRangeSpec",
@@ -64,6 +66,8 @@ __all__ = [
     "PlatformSpec",
     "QuotaSpec",
     "RegistrySpec",
+    "RevisionSpec",
+    "RolloutSpec",
     "StackConfigError",
     "TenantSpec",
     "check_secret_refs",

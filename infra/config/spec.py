@@ -61,6 +61,42 @@ class PlatformSpec(StrictModel):
         return self
 
     @model_validator(mode="after")
+    def _revisions_fit_the_stack(self) -> PlatformSpec:
+        """Revisions are split by the gateway; their evaluators and cohorts are tenants of the stack; in regulated
+        profiles a named revision takes most of the traffic only once someone approved it."""
+        tenants = {t.name for t in self.tenants}
+        problems = []
+        for i, m in enumerate(self.models):
+            if not m.revisions:
+                continue
+            if self.gateway is None:
+                problems.append(
+                    f"models[{i}].revisions: the gateway splits a model's traffic between its revisions; add a "
+                    "gateway section (or serve one revision)"
+                )
+            rollout = m.rollout
+            for field, named in (
+                ("evaluators", rollout.evaluators if rollout else []),
+                ("cohorts", [t for ts in (rollout.cohorts.values() if rollout else []) for t in ts]),
+            ):
+                for tenant in named:
+                    if tenant not in tenants:
+                        known = ", ".join(sorted(tenants)) or "none"
+                        problems.append(
+                            f"models[{i}].rollout.{field} names {tenant!r}, which is not a tenant of this stack "
+                            f"(tenants: {known})"
+                        )
+            for j, r in enumerate(m.revisions):
+                if r.name and r.weight > 50 and self.profile != "baseline" and not r.approved_by:
+                    problems.append(
+                        f"models[{i}].revisions[{j}] ({r.name}) takes {r.weight}% of {m.name}; the {self.profile} "
+                        "profile needs approved_by (who approved it) before a candidate takes more than 50"
+                    )
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+    @model_validator(mode="after")
     def _priority_classes_exist(self) -> PlatformSpec:
         known = {*self.inference.priority_classes, *self.inference.existing_priority_classes}
         known |= {"system-cluster-critical", "system-node-critical"}

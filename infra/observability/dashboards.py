@@ -34,6 +34,7 @@ from grafana_foundation_sdk.models import common
 from grafana_foundation_sdk.models import dashboard as model
 
 from infra.observability.ilm import AUDIT_DATASOURCE_UID
+from infra.observability.rules import REVISION_RECORDS
 
 FEATURES = frozenset({"gpu", "gateway", "audit-log"})
 """Optional dashboards: the GPU one needs the GPU Operator's DCGM exporter, the gateway one Envoy (AI) Gateway;
@@ -143,6 +144,11 @@ METRICS: tuple[Metric, ...] = (
     Metric("kubelet_volume_stats_capacity_bytes", "gauge", "kubelet", _KUBELET),
     Metric("certmanager_certificate_expiration_timestamp_seconds", "gauge", "cert-manager", _CERT_MANAGER),
     Metric("certmanager_certificate_ready_status", "gauge", "cert-manager", _CERT_MANAGER + "; label condition"),
+    # The platform's own recording rules per (namespace, model_name, revision) (infra/observability/rules.py).
+    *(
+        Metric(name, "gauge", "private-llm", "recording rule, infra/observability/rules.py")
+        for name in REVISION_RECORDS.values()
+    ),
 )
 
 
@@ -276,7 +282,21 @@ def _quantiles(metric: str, selector: str, by: str, legend: str) -> list[Query]:
     ]
 
 
-def _inference(models: Sequence[str], namespace: str) -> dash.Dashboard:
+def _revisions_row(lay: _Layout) -> None:
+    """Stable and candidate side by side: the per-revision recording rules of every selected model."""
+    lay.row("Revisions")
+    legend = "{{model_name}} {{revision}}"
+    sel = f'model_name=~"${MODEL_VAR}"'
+    for record, title, unit, description in (
+        ("ttft_p95", "TTFT p95 by revision", "s", "Time to first token p95 of each revision over 5 minutes."),
+        ("itl_p95", "Inter-token latency p95 by revision", "s", "Inter-token latency p95 of each revision."),
+        ("error_ratio", "Failed requests by revision", "percentunit", "Share of requests ending in abort or error."),
+        ("requests", "Finished requests by revision", "reqps", "Requests each revision finished per second."),
+    ):
+        lay.add(_ts(title, description, unit, Query(f"{REVISION_RECORDS[record]}{{{sel}}}", legend)), width=6)
+
+
+def _inference(models: Sequence[str], namespace: str, revisions: bool = False) -> dash.Dashboard:
     builder = _dashboard(
         "private-llm-inference",
         "Private LLM / Inference",
@@ -408,6 +428,9 @@ def _inference(models: Sequence[str], namespace: str) -> dash.Dashboard:
         )
     )
 
+    if revisions:
+        _revisions_row(lay)
+
     one = f'namespace="{namespace}", model_name="${MODEL_VAR}"'
     lay.row(f"Model ${MODEL_VAR}", repeat=MODEL_VAR)
     lay.add(
@@ -530,26 +553,30 @@ AUDIT_REJECTIONS_QUERY = 'status:(403 OR 413 OR 429) AND tenant:* AND NOT tenant
 Envoy writes `-` for an absent header."""
 
 
-def _audit_rejections_by_tenant() -> timeseries.Panel:
-    """Rejections per tenant from the audit log: the one place where a refusal and the tenant key meet."""
+AUDIT_BACKENDS_QUERY = 'backend:* AND NOT backend:"-"'
+"""Lucene query on the audit log: requests a model server answered (the AI Gateway names the backend)."""
+
+
+def _audit_panel(title: str, description: str, query: str, group: str, statuses: int) -> timeseries.Panel:
+    """Audit-log records over time by `group` and status, from Elasticsearch."""
     source = model.DataSourceRef(type_val="elasticsearch", uid=AUDIT_DATASOURCE_UID)
     target = (
         elasticsearch.Dataquery()
         .ref_id("A")
         .datasource(source)
-        .query(AUDIT_REJECTIONS_QUERY)
+        .query(query)
         .time_field("@timestamp")
         .metrics([elasticsearch.Count().id("1")])
         .bucket_aggs(
             [
                 elasticsearch.Terms()
                 .id("2")
-                .field("tenant")
+                .field(group)
                 .settings(elasticsearch.ElasticsearchTermsSettings().size("20").min_doc_count("1")),
                 elasticsearch.Terms()
                 .id("3")
                 .field("status")
-                .settings(elasticsearch.ElasticsearchTermsSettings().size("5").min_doc_count("1")),
+                .settings(elasticsearch.ElasticsearchTermsSettings().size(str(statuses)).min_doc_count("1")),
                 elasticsearch.DateHistogram()
                 .id("4")
                 .field("@timestamp")
@@ -559,12 +586,8 @@ def _audit_rejections_by_tenant() -> timeseries.Panel:
     )
     return (
         timeseries.Panel()
-        .title("Rejections by tenant (audit log)")
-        .description(
-            "Requests of an identified tenant key refused with 403 (not allowed on the route), 413 (body over the "
-            "cap) or 429 (request or token limit), counted in the gateway's audit log in Elasticsearch. A 401 has "
-            "no tenant: see the authentication panel."
-        )
+        .title(title)
+        .description(description)
         .unit("short")
         .datasource(source)
         .fill_opacity(10)
@@ -573,7 +596,32 @@ def _audit_rejections_by_tenant() -> timeseries.Panel:
     )
 
 
-def _gateway(gateway_namespace: str, audit_log: bool) -> dash.Dashboard:
+def _audit_rejections_by_tenant() -> timeseries.Panel:
+    """Rejections per tenant from the audit log: the one place where a refusal and the tenant key meet."""
+    return _audit_panel(
+        "Rejections by tenant (audit log)",
+        "Requests of an identified tenant key refused with 403 (not allowed on the route), 413 (body over the "
+        "cap) or 429 (request or token limit), counted in the gateway's audit log in Elasticsearch. A 401 has "
+        "no tenant: see the authentication panel.",
+        AUDIT_REJECTIONS_QUERY,
+        "tenant",
+        5,
+    )
+
+
+def _audit_status_by_revision() -> timeseries.Panel:
+    """Answers per serving backend (one per model revision) and status: the canary's 5xx beside stable's."""
+    return _audit_panel(
+        "Answers by revision (audit log)",
+        "Requests answered by each model server backend (a revision of a model: the AI Gateway records the "
+        "backend `<namespace>/<model>-<revision>/route/...`), by HTTP status, from the gateway's audit log.",
+        AUDIT_BACKENDS_QUERY,
+        "backend",
+        10,
+    )
+
+
+def _gateway(gateway_namespace: str, audit_log: bool, revisions: bool = False) -> dash.Dashboard:
     builder = _dashboard(
         "private-llm-gateway",
         "Private LLM / Gateway and tenants",
@@ -651,6 +699,8 @@ def _gateway(gateway_namespace: str, audit_log: bool) -> dash.Dashboard:
     )
     if audit_log:
         lay.add(_audit_rejections_by_tenant())
+        if revisions:
+            lay.add(_audit_status_by_revision())
     lay.add(
         _ts(
             "Upstream responses by cluster",
@@ -830,7 +880,11 @@ def _to_dict(builder: dash.Dashboard) -> dict[str, Any]:
 
 
 def build_dashboards(
-    models: Sequence[str], namespace: str, features: set[str], gateway_namespace: str = GATEWAY_NAMESPACE
+    models: Sequence[str],
+    namespace: str,
+    features: set[str],
+    gateway_namespace: str = GATEWAY_NAMESPACE,
+    revisions: bool = False,
 ) -> dict[str, dict[str, Any]]:
     """File name → Grafana dashboard JSON model. `models`: served model names (the `model` variable offers only
     these); `namespace`: where the vLLM engines run; `features` ⊆ FEATURES adds the GPU and gateway dashboards;
@@ -840,20 +894,25 @@ def build_dashboards(
         raise ValueError(f"unknown dashboard features {sorted(unknown)}; known: {sorted(FEATURES)}")
     if not namespace:
         raise ValueError("namespace is empty")
-    out = {INFERENCE: _to_dict(_inference(models, namespace))}
+    out = {INFERENCE: _to_dict(_inference(models, namespace, revisions))}
     if "gpu" in features:
         out[GPUS] = _to_dict(_gpus())
     if "gateway" in features:
-        out[GATEWAY] = _to_dict(_gateway(gateway_namespace, "audit-log" in features))
+        out[GATEWAY] = _to_dict(_gateway(gateway_namespace, "audit-log" in features, revisions))
     out[PLATFORM] = _to_dict(_platform(namespace))
     return out
 
 
 def dashboard_configmaps_data(
-    models: Sequence[str], namespace: str, features: set[str], gateway_namespace: str = GATEWAY_NAMESPACE
+    models: Sequence[str],
+    namespace: str,
+    features: set[str],
+    gateway_namespace: str = GATEWAY_NAMESPACE,
+    revisions: bool = False,
 ) -> dict[str, str]:
-    """File name → dashboard JSON string: the `data` of a ConfigMap labelled SIDECAR_LABEL."""
+    """File name → dashboard JSON string: the `data` of a ConfigMap labelled SIDECAR_LABEL (`revisions`: a row
+    comparing the revisions of the models that have them)."""
     return {
         name: json.dumps(board, indent=2, sort_keys=True)
-        for name, board in build_dashboards(models, namespace, features, gateway_namespace).items()
+        for name, board in build_dashboards(models, namespace, features, gateway_namespace, revisions).items()
     }

@@ -39,6 +39,12 @@ AUDIT_PROPERTIES: dict[str, Any] = {
     "response_flags": {"type": "keyword"},
     "request_id": {"type": "keyword"},
 }
+REVISION_AUDIT_PROPERTIES: dict[str, Any] = {
+    "backend": {"type": "keyword"},
+    "pinned_revision": {"type": "keyword"},
+}
+"""With model revisions: which revision's backend served a request and the revision an evaluator pinned (grouped
+on by `private-llm rollout check` and the Revisions panels)."""
 
 
 def index_template(prefix: str, replicas: int, properties: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -53,13 +59,17 @@ def index_template(prefix: str, replicas: int, properties: dict[str, Any] | None
     }
 
 
-def lifecycle_documents(audit_days: int, app_days: int, elasticsearch_nodes: int) -> dict[str, str]:
-    """File name → JSON document, for the ILM Job's ConfigMap (`<name>.policy.json`, `<name>.template.json`)."""
+def lifecycle_documents(
+    audit_days: int, app_days: int, elasticsearch_nodes: int, revisions: bool = False
+) -> dict[str, str]:
+    """File name → JSON document, for the ILM Job's ConfigMap (`<name>.policy.json`, `<name>.template.json`);
+    `revisions`: the audit log also records the serving revision."""
     replicas = 1 if elasticsearch_nodes > 1 else 0
+    audit = {**AUDIT_PROPERTIES, **(REVISION_AUDIT_PROPERTIES if revisions else {})}
     documents = {
         f"{AUDIT_PREFIX}.policy.json": ilm_policy(audit_days),
         f"{APP_PREFIX}.policy.json": ilm_policy(app_days),
-        f"{AUDIT_PREFIX}.template.json": index_template(AUDIT_PREFIX, replicas, AUDIT_PROPERTIES),
+        f"{AUDIT_PREFIX}.template.json": index_template(AUDIT_PREFIX, replicas, audit),
         f"{APP_PREFIX}.template.json": index_template(APP_PREFIX, replicas),
     }
     return {name: json.dumps(doc, indent=2, sort_keys=True) for name, doc in documents.items()}

@@ -66,6 +66,9 @@ class ModelSlo:
     error_ratio: float = 0.05
     workload: str | None = None
     multi_node: bool = False
+    revisions: tuple[tuple[str, str, bool], ...] = ()
+    """With revisions: (revision, workload, multi_node) of each; the alerts then judge every revision on its own
+    (a 10% canary's errors are not diluted by stable's traffic)."""
 
     def __post_init__(self) -> None:
         if not self.model or not self.model.strip():
@@ -141,12 +144,14 @@ def _model_alerts(slo: ModelSlo, namespace: str) -> list[dict[str, Any]]:
     ns = ("namespace", "=", namespace)
     model = ("model_name", "=", slo.model)
     static = {"model_name": slo.model}
-    who = f"model {_label('model_name')} in namespace {_label('namespace')}"
+    # With revisions every expression keeps the revision apart (the ServiceMonitor labels each server's series).
+    by = "namespace, model_name, revision" if slo.revisions else "namespace, model_name"
+    who = f"model {_label('model_name')} in namespace {_label('namespace')}" + (
+        f", revision {_label('revision')}" if slo.revisions else ""
+    )
     rules: list[dict[str, Any]] = []
 
-    bucket_rate = (
-        f"sum by (namespace, model_name, le) (rate({_sel('vllm:time_to_first_token_seconds_bucket', ns, model)}[5m]))"
-    )
+    bucket_rate = f"sum by ({by}, le) (rate({_sel('vllm:time_to_first_token_seconds_bucket', ns, model)}[5m]))"
     for quantile, target, name, severity in (
         ("0.95", slo.ttft_p95_seconds, "VllmTtftP95High", "warning"),
         ("0.99", slo.ttft_p99_seconds, "VllmTtftP99High", "critical"),
@@ -168,7 +173,7 @@ def _model_alerts(slo: ModelSlo, namespace: str) -> list[dict[str, Any]]:
     rules.append(
         _alert(
             "VllmRequestsQueueing",
-            f"sum by (namespace, model_name, pod) ({_sel('vllm:num_requests_waiting', ns, model)}) > {slo.max_waiting}",
+            f"sum by ({by}, pod) ({_sel('vllm:num_requests_waiting', ns, model)}) > {slo.max_waiting}",
             "warning",
             f"Requests queueing for {_label('model_name')}",
             f"Pod {_label('pod')} of {who} has had more than {slo.max_waiting} requests waiting for 10 minutes "
@@ -180,7 +185,7 @@ def _model_alerts(slo: ModelSlo, namespace: str) -> list[dict[str, Any]]:
     rules.append(
         _alert(
             "VllmKvCacheNearlyFull",
-            f"max by (namespace, model_name, pod) ({_sel('vllm:kv_cache_usage_perc', ns, model)}) > 0.9",
+            f"max by ({by}, pod) ({_sel('vllm:kv_cache_usage_perc', ns, model)}) > 0.9",
             "warning",
             f"KV cache above 90% for {_label('model_name')}",
             f"KV-cache usage of pod {_label('pod')} of {who} is {{{{ $value | humanizePercentage }}}} "
@@ -192,7 +197,7 @@ def _model_alerts(slo: ModelSlo, namespace: str) -> list[dict[str, Any]]:
     rules.append(
         _alert(
             "VllmPreemptions",
-            f"sum by (namespace, model_name) (increase({_sel('vllm:num_preemptions_total', ns, model)}[15m])) > 0",
+            f"sum by ({by}) (increase({_sel('vllm:num_preemptions_total', ns, model)}[15m])) > 0",
             "warning",
             f"vLLM preempting requests of {_label('model_name')}",
             f"{who[0].upper()}{who[1:]} preempted {_VALUE} requests in the last 15 minutes (KV cache exhausted).",
@@ -205,8 +210,7 @@ def _model_alerts(slo: ModelSlo, namespace: str) -> list[dict[str, Any]]:
     rules.append(
         _alert(
             "VllmErrorRatioHigh",
-            f"sum by (namespace, model_name) (rate({failed}[5m])) / sum by (namespace, model_name) "
-            f"(rate({finished}[5m])) > {_number(slo.error_ratio)}",
+            f"sum by ({by}) (rate({failed}[5m])) / sum by ({by}) (rate({finished}[5m])) > {_number(slo.error_ratio)}",
             "critical",
             f"Failed requests of {_label('model_name')} above {_number(slo.error_ratio * 100)}%",
             f"{{{{ $value | humanizePercentage }}}} of the requests finished by {who} over the last 5 minutes ended "
@@ -217,9 +221,16 @@ def _model_alerts(slo: ModelSlo, namespace: str) -> list[dict[str, Any]]:
         )
     )
 
-    workload = slo.workload_name
-    static_w = {**static, "workload": workload}
-    if slo.multi_node:
+    for revision, workload, multi_node in slo.revisions or ((None, slo.workload_name, slo.multi_node),):
+        rules.append(_no_ready_replicas(slo, ns, workload, multi_node, revision))
+    return rules
+
+
+def _no_ready_replicas(
+    slo: ModelSlo, ns: tuple[str, str, str], workload: str, multi_node: bool, revision: str | None
+) -> dict[str, Any]:
+    static_w = {"model_name": slo.model, "workload": workload, **({"revision": revision} if revision else {})}
+    if multi_node:
         # A LeaderWorkerSet's leader StatefulSet carries the LWS name and its replicas; leader pods are `<lws>-<group>`
         # (workers `<lws>-<group>-<index>`). A leader is ready only when its group serves.
         desired = _sel("kube_statefulset_replicas", ns, ("statefulset", "=", workload))
@@ -231,19 +242,111 @@ def _model_alerts(slo: ModelSlo, namespace: str) -> list[dict[str, Any]]:
         available = _sel("kube_deployment_status_replicas_available", ns, ("deployment", "=", workload))
         expr = f"({desired} > 0) and on (namespace, deployment) ({available} == 0)"
         kind = "Deployment"
-    rules.append(
-        _alert(
-            "VllmNoReadyReplicas",
-            expr,
-            "critical",
-            f"No ready replica of {slo.model}",
-            f"{kind} {workload} in namespace {_label('namespace')} wants {_VALUE} replicas but none has "
-            "been ready for 10 minutes: the model is not served.",
-            for_="10m",
-            labels=static_w,
-        )
+    of = f"revision {revision} of {slo.model}" if revision else slo.model
+    return _alert(
+        "VllmNoReadyReplicas",
+        expr,
+        "critical",
+        f"No ready replica of {of}",
+        f"{kind} {workload} in namespace {_label('namespace')} wants {_VALUE} replicas but none has "
+        "been ready for 10 minutes: " + ("the revision is not served." if revision else "the model is not served."),
+        for_="10m",
+        labels=static_w,
     )
-    return rules
+
+
+# ------------------------------------------------------------------------------------------------ revisions
+
+REVISION_RECORDS = {
+    "requests": "model_name_revision:vllm_requests:rate5m",
+    "error_ratio": "model_name_revision:vllm_request_error_ratio:rate5m",
+    "ttft_p95": "model_name_revision:vllm_time_to_first_token_seconds:p95_5m",
+    "itl_p95": "model_name_revision:vllm_inter_token_latency_seconds:p95_5m",
+}
+"""The recording rules per (namespace, model_name, revision) that the canary alerts, the Revisions dashboard row and
+`private-llm rollout check` read."""
+
+
+@dataclass(frozen=True)
+class RevisionComparison:
+    """A candidate revision judged against its model's stable one (the stack's gate thresholds)."""
+
+    model: str
+    """Served model name."""
+    stable: str
+    candidate: str
+    max_error_ratio_delta: float
+    max_ttft_p95_ratio: float
+    max_itl_p95_ratio: float
+    min_requests_per_second: float
+    """Below this candidate traffic the comparison is not made (too few requests to judge)."""
+
+
+def _revision_recording(namespace: str) -> list[dict[str, Any]]:
+    ns = ("namespace", "=", namespace)
+    revised = ("revision", "!=", "")
+    by = "namespace, model_name, revision"
+    finished = _sel("vllm:request_success_total", ns, revised)
+    failed = _sel("vllm:request_success_total", ns, revised, ("finished_reason", "=~", "|".join(ERROR_FINISH_REASONS)))
+
+    def p95(metric: str) -> str:
+        return f"histogram_quantile(0.95, sum by ({by}, le) (rate({_sel(metric + '_bucket', ns, revised)}[5m])))"
+
+    return [
+        {"record": REVISION_RECORDS["requests"], "expr": f"sum by ({by}) (rate({finished}[5m]))"},
+        {
+            "record": REVISION_RECORDS["error_ratio"],
+            # a revision without a failed request has a ratio of 0, not none (vLLM may not have the series yet)
+            "expr": f"(sum by ({by}) (rate({failed}[5m])) or sum by ({by}) (rate({finished}[5m])) * 0) "
+            f"/ sum by ({by}) (rate({finished}[5m]))",
+        },
+        {"record": REVISION_RECORDS["ttft_p95"], "expr": p95("vllm:time_to_first_token_seconds")},
+        {"record": REVISION_RECORDS["itl_p95"], "expr": p95("vllm:inter_token_latency_seconds")},
+    ]
+
+
+def _comparison_alerts(c: RevisionComparison) -> list[dict[str, Any]]:
+    def of(record: str, revision: str) -> str:
+        return _sel(REVISION_RECORDS[record], ("model_name", "=", c.model), ("revision", "=", revision))
+
+    enough = f"and on (namespace, model_name) ({of('requests', c.candidate)} > {_number(c.min_requests_per_second)})"
+    labels = {"model_name": c.model, "revision": c.candidate, "stable": c.stable}
+    versus = f"revision {c.candidate} of {c.model} against {c.stable}"
+    return [
+        _alert(
+            "CanaryErrorRatioAboveStable",
+            f"({of('error_ratio', c.candidate)} - ignoring (revision) {of('error_ratio', c.stable)}) "
+            f"> {_number(c.max_error_ratio_delta)} {enough}",
+            "warning",
+            f"Canary {c.candidate} of {c.model} fails more requests than {c.stable}",
+            f"The share of failed requests of {versus} is higher by {{{{ $value | humanizePercentage }}}} (the gate "
+            f"allows {_number(c.max_error_ratio_delta * 100)} points): hold the rollout or roll back.",
+            for_="15m",
+            labels=labels,
+        ),
+        _alert(
+            "CanaryTtftRegression",
+            f"{of('ttft_p95', c.candidate)} / ignoring (revision) {of('ttft_p95', c.stable)} "
+            f"> {_number(c.max_ttft_p95_ratio)} {enough}",
+            "warning",
+            f"Canary {c.candidate} of {c.model}: TTFT p95 {_VALUE}x stable's",
+            f"Time to first token p95 of {versus} is {_VALUE} times stable's (the gate allows "
+            f"{_number(c.max_ttft_p95_ratio)}).",
+            for_="15m",
+            labels=labels,
+        ),
+        _alert(
+            "CanaryItlRegression",
+            f"{of('itl_p95', c.candidate)} / ignoring (revision) {of('itl_p95', c.stable)} "
+            f"> {_number(c.max_itl_p95_ratio)} {enough}",
+            "warning",
+            f"Canary {c.candidate} of {c.model}: inter-token latency p95 {_VALUE}x stable's",
+            f"Inter-token latency p95 of {versus} is {_VALUE} times stable's (the gate allows "
+            f"{_number(c.max_itl_p95_ratio)}).",
+            for_="15m",
+            labels=labels,
+        ),
+    ]
 
 
 def _model_recording(namespace: str) -> list[dict[str, Any]]:
@@ -418,6 +521,7 @@ def build_rule_groups(
     features: set[str],
     *,
     platform_namespaces: Sequence[str] = (),
+    comparisons: Sequence[RevisionComparison] = (),
 ) -> list[dict[str, Any]]:
     """The `groups` of a Prometheus rule file for `models` served in `namespace`.
 
@@ -453,6 +557,9 @@ def build_rule_groups(
         alerts = [rule for slo in models for rule in _model_alerts(slo, namespace)]
         groups.append({"name": "privatellm-models", "rules": alerts})
     groups.append({"name": "privatellm-models-recording", "rules": _model_recording(namespace)})
+    if any(slo.revisions for slo in models):
+        rules = _revision_recording(namespace) + [a for c in comparisons for a in _comparison_alerts(c)]
+        groups.append({"name": "privatellm-revisions", "rules": rules})
     groups.append({"name": "privatellm-platform", "rules": _platform_alerts([namespace, *platform_namespaces])})
     if "gpu" in features:
         groups.append({"name": "privatellm-gpu", "rules": _gpu_alerts()})

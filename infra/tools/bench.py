@@ -135,7 +135,8 @@ def generated_platform(base: Mapping[str, Any], models: int, model: str = SMALL_
     for i in range(models):
         name = f"bench-{i:0{width}d}"
         entry = copy.deepcopy(template)
-        for key in ("autoscaling", "config_path", "quantization"):  # autoscaling reserves its max_replicas
+        # autoscaling reserves its max_replicas; revisions would deploy each model more than once
+        for key in ("autoscaling", "config_path", "quantization", "revisions", "rollout"):
             entry.pop(key, None)
         entry.update(
             name=name,

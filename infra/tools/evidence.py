@@ -18,8 +18,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from infra.offline import Recording
 from infra.tools.checks import CRD_POLICY, SCHEMA_POLICY, CheckReport, CheckResult
 from policies.base import Rule, StackRule, Standard
+from policies.inference import APPROVED_BY_ANNOTATION, REVISION_LABEL, REVISION_WEIGHT_ANNOTATION, SERVING_TYPES
 from policies.pack import ALL_POLICIES, PACK_NAME
 
 EXEMPT_PREFIX = "exempt: "
@@ -143,12 +145,36 @@ def exceptions_of(config: dict[str, Any], report: CheckReport) -> list[dict[str,
     ]
 
 
+def model_revisions(recording: Recording) -> list[dict[str, Any]]:
+    """Every rendered revision of a model: its workload, its share of the model's traffic and who approved it (the
+    change-management record of canaries and promotions)."""
+    out = []
+    for r in recording.kubernetes_objects():
+        if r.type not in SERVING_TYPES:
+            continue
+        meta = r.inputs.get("metadata") or {}
+        labels, annotations = meta.get("labels") or {}, meta.get("annotations") or {}
+        if REVISION_LABEL not in labels:
+            continue
+        out.append(
+            {
+                "model": labels.get("privatellm.io/model"),
+                "revision": labels[REVISION_LABEL],
+                "workload": f"{meta.get('namespace')}/{meta.get('name')}",
+                "weight": int(annotations.get(REVISION_WEIGHT_ANNOTATION, 0)),
+                "approvedBy": annotations.get(APPROVED_BY_ANNOTATION),
+            }
+        )
+    return out
+
+
 def build_evidence(
     report: CheckReport,
     config: dict[str, Any],
     stack_file: Path | None = None,
     project_dir: Path | None = None,
     generated_at: datetime | None = None,
+    revisions: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     grouped: dict[str, list[CheckResult]] = defaultdict(list)
     for r in report.results:
@@ -190,6 +216,7 @@ def build_evidence(
         "summary": report.summary() | {"controls": len(entries)},
         "standards": standards_summary(entries),
         "exceptions": exceptions_of(config, report),
+        "revisions": revisions or [],
         "controls": entries,
     }
 
@@ -270,6 +297,19 @@ def to_markdown(evidence: dict[str, Any]) -> str:
             )
     else:
         lines.append("None: no namespace is exempt from any control.")
+    if evidence.get("revisions"):
+        lines += [
+            "",
+            "## Model revisions",
+            "",
+            "| model | revision | workload | weight | approved by |",
+            "|---|---|---|---|---|",
+        ]
+        for rev in evidence["revisions"]:
+            lines.append(
+                f"| {_md(str(rev['model']))} | {_md(rev['revision'])} | `{rev['workload']}` | {rev['weight']}% | "
+                f"{_md(rev['approvedBy'] or '-')} |"
+            )
     lines += [
         "",
         "## Controls",
@@ -320,6 +360,11 @@ def to_html(evidence: dict[str, Any]) -> str:
         f"<td>{e(', '.join(x['controls']) or '-')}</td><td>{len(x['resources'])}</td></tr>"
         for x in evidence["exceptions"]
     )
+    revisions = "".join(
+        f"<tr><td>{e(str(x['model']))}</td><td>{e(x['revision'])}</td><td><code>{e(x['workload'])}</code></td>"
+        f"<td>{x['weight']}%</td><td>{e(x['approvedBy'] or '-')}</td></tr>"
+        for x in evidence.get("revisions") or []
+    )
     sections = []
     for c in evidence["controls"]:
         results = "".join(
@@ -363,6 +408,12 @@ def to_html(evidence: dict[str, Any]) -> str:
             f"{exceptions}</table>"
             if exceptions
             else "<p>None.</p>"
+        )
+        + (
+            "<h2>Model revisions</h2><table><tr><th>model</th><th>revision</th><th>workload</th><th>weight</th>"
+            f"<th>approved by</th></tr>{revisions}</table>"
+            if revisions
+            else ""
         )
         + "<h2>Controls</h2>"
         + "".join(sections)

@@ -329,25 +329,15 @@ def test_keepers_follow_the_clock(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_more_models_than_one_route_holds_are_split_across_routes(crds: Path) -> None:
     """An AIGatewayRoute holds at most 15 rules (CRD maxItems): 20 models need two routes, both authenticated and
     rate-limited."""
-    from components.gateway import RULES_PER_ROUTE, GatewayModel, GatewayTenant, LlmGateway, LlmGatewayArgs
+    from components.gateway import RULES_PER_ROUTE, GatewayModel, GatewayTenant, LlmGateway
     from infra.tools.schemas import CrdSchemas
     from tests.conftest import run
+    from tests.platforms import gateway_args
 
     def program() -> None:
-        LlmGateway(
-            "gw",
-            LlmGatewayArgs(
-                namespace="llm-gateway",
-                instance="bank",
-                hostname="llm.bank.internal",
-                tls_secret="gateway-tls",
-                client_certificate_secret="gateway-client-tls",
-                ca_configmap="bank-platform-ca",
-                models=[GatewayModel(name=f"model-{i}", service=f"model-{i}", namespace="llm") for i in range(20)],
-                tenants=[GatewayTenant(name="retail", requests_per_minute=60, tokens_per_minute=1000)],
-                rotation_days=30,
-            ),
-        )
+        models = [GatewayModel(name=f"model-{i}", service=f"model-{i}", namespace="llm") for i in range(20)]
+        tenants = [GatewayTenant(name="retail", requests_per_minute=60, tokens_per_minute=1000)]
+        LlmGateway("gw", gateway_args(models, tenants))
 
     rec = run(program)
     routes = {r.object_name: r.inputs for r in rec.kubernetes_objects() if r.kind == "AIGatewayRoute"}

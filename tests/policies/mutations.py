@@ -13,7 +13,7 @@ import json
 from collections.abc import Callable
 from typing import Any
 
-from infra.offline import RecordedResource
+from infra.offline import RecordedResource, Recording
 from policies.base import POD_TYPES, is_vllm_server
 
 Props = dict[str, Any]
@@ -139,3 +139,19 @@ StackMutation = Callable[[RecordedResource], bool]
 """Which resource of the render to take away (the first that matches, outside documented exceptions)."""
 Addition = Callable[[str], RecordedResource]
 """A resource added to the render of the stack named."""
+StackAddition = Callable[[Recording], RecordedResource | None]
+"""A resource to add to a stack's render that breaks a stack rule (None: the stack has nothing the rule guards)."""
+
+
+def recorded(stack: str, resource_type: str, name: str, inputs: Props) -> RecordedResource:
+    """A custom resource as the offline engine records it, to add to a stack's render."""
+    return RecordedResource(
+        urn=f"urn:pulumi:{stack}::private-llm::{resource_type}::{name}",
+        type=resource_type,
+        name=name,
+        custom=True,
+        parent=None,
+        provider=None,
+        inputs=inputs,
+        masked={},
+    )

@@ -8,7 +8,9 @@ from typing import Any
 import pytest
 from pulumi_policy import PolicyResource
 
+from components.vllm import APPROVED_BY_ANNOTATION, REVISION_LABEL, REVISION_WEIGHT_ANNOTATION
 from policies.inference import INFERENCE_RULES, INFERENCE_STACK_RULES, RETAIN_ANNOTATION
+from policies.pack import policy_config, profile_pack_config
 from tests.policies.fixtures import (
     Case,
     good_template,
@@ -126,7 +128,7 @@ CASES: list[Case] = [
         False,
     ),
 ]
-POD_RULES = sorted(r for r in RULES if r != "data-volumes-retained")
+POD_RULES = sorted(r for r in RULES if r not in ("data-volumes-retained", "canary-approval"))  # pod templates
 
 
 def test_every_pod_rule_has_a_violating_fixture() -> None:
@@ -253,7 +255,63 @@ def test_components_mark_retained_volumes_the_way_the_rule_reads_them() -> None:
 # Mutations: each a violation injected into every shipped stack's render (tests/stacks/test_mutations.py)
 # ---------------------------------------------------------------------------------------------------------------
 
+
+def served_revision(kind: str, revision: str | None, weight: str | None, approved_by: str | None) -> dict[str, Any]:
+    resource_type, props = wrap(kind, vllm_template())
+    props["metadata"]["labels"] = {} if revision is None else {REVISION_LABEL: revision}
+    props["metadata"]["annotations"] = {
+        **({REVISION_WEIGHT_ANNOTATION: weight} if weight is not None else {}),
+        **({APPROVED_BY_ANNOTATION: approved_by} if approved_by is not None else {}),
+    }
+    return {"type": resource_type, "props": props}
+
+
+@pytest.mark.parametrize("kind", ["Deployment", "StatefulSet", "LeaderWorkerSet"])
+@pytest.mark.parametrize(
+    ("revision", "weight", "approved_by", "fails"),
+    [
+        ("r2", "10", None, False),
+        ("r2", "50", None, False),
+        ("r2", "51", None, True),
+        ("r2", "100", None, True),
+        ("r2", "100", "  ", True),
+        ("r2", "100", "change CHG-1042, model risk committee", False),
+        ("base", "100", None, False),  # the revision that was there before needs no approval
+        (None, None, None, False),  # a model without revisions
+        ("r2", "ninety", None, True),
+    ],
+)
+def test_canary_approval(
+    kind: str, revision: str | None, weight: str | None, approved_by: str | None, fails: bool
+) -> None:
+    r = served_revision(kind, revision, weight, approved_by)
+    found = violations(RULES["canary-approval"], r["type"], r["props"])
+    assert bool(found) == fails, found
+    if fails and weight and weight.isdigit():
+        assert f"candidate revision {revision} takes {weight}%" in found[0]
+
+
+def test_canary_approval_is_advisory_only_in_the_baseline_profile() -> None:
+    for profile in ("baseline", "finance", "healthcare", "government"):
+        level = profile_pack_config(profile, policy_config(profile=profile))["canary-approval"].get(
+            "enforcementLevel", "mandatory"
+        )
+        assert level == ("advisory" if profile == "baseline" else "mandatory")
+
+
 MUTATIONS: list[Mutation] = [
+    Mutation(
+        "canary-approval",
+        "candidate above 50 without approval",
+        lambda r: (
+            r.kind in ("Deployment", "LeaderWorkerSet")
+            and r.inputs["metadata"].get("labels", {}).get(REVISION_LABEL) not in (None, "base")
+        ),
+        lambda props: (
+            props["metadata"]["annotations"].update({REVISION_WEIGHT_ANNOTATION: "60"}),
+            props["metadata"]["annotations"].pop(APPROVED_BY_ANNOTATION, None),
+        ),
+    ),
     Mutation(
         "vllm-no-trust-remote-code",
         "trust remote code",

@@ -13,7 +13,7 @@ from policies.pack import policy_config
 from policies.profiles import LEVELS
 from policies.supplychain import HARBOR_PROJECT, SUPPLY_CHAIN_RULES
 from tests.policies.fixtures import POD_KINDS, good_template, violations, wrap
-from tests.policies.mutations import Addition, Mutation, container, is_workload
+from tests.policies.mutations import Addition, Mutation, container, is_workload, recorded
 
 RULES = {r.name: r for r in SUPPLY_CHAIN_RULES}
 DIGEST = "sha256:" + "ab" * 32
@@ -240,16 +240,7 @@ MUTATIONS: list[Mutation] = [
 
 
 def helm_release(stack: str) -> RecordedResource:
-    return RecordedResource(
-        urn=f"urn:pulumi:{stack}::private-llm::kubernetes:helm.sh/v3:Release::x",
-        type="kubernetes:helm.sh/v3:Release",
-        name="x",
-        custom=True,
-        parent=None,
-        provider=None,
-        inputs={"chart": "harbor", "version": "1.19.1"},
-        masked={},
-    )
+    return recorded(stack, "kubernetes:helm.sh/v3:Release", "x", {"chart": "harbor", "version": "1.19.1"})
 
 
 ADDITIONS: dict[str, Addition] = {"no-helm-release": helm_release}

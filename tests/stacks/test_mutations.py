@@ -24,7 +24,7 @@ from infra.tools.checks import CheckResult, run_resource_rules, run_stack_rules,
 from policies.base import minor_of
 from policies.pack import ALL_POLICIES, ALL_STACK_RULES, RESOURCE_RULES
 from tests.conftest import ROOT
-from tests.policies.mutations import Addition, Mutation, StackMutation
+from tests.policies.mutations import Addition, Mutation, StackAddition, StackMutation
 
 STACKS = available_stacks(ROOT)
 AREAS: list[ModuleType] = [
@@ -37,6 +37,9 @@ STACK_MUTATIONS: dict[str, StackMutation] = {
     k: v for area in AREAS for k, v in getattr(area, "STACK_MUTATIONS", {}).items()
 }
 ADDITIONS: dict[str, Addition] = {k: v for area in AREAS for k, v in getattr(area, "ADDITIONS", {}).items()}
+STACK_ADDITIONS: dict[str, StackAddition] = {
+    k: v for area in AREAS for k, v in getattr(area, "STACK_ADDITIONS", {}).items()
+}
 
 
 # Stack rules: the violation is a safeguard taken away (in a namespace that is not a documented exception).
@@ -71,7 +74,8 @@ def rule(name: str) -> Any:
 
 
 def test_every_policy_has_a_mutation() -> None:
-    assert {m.policy for m in MUTATIONS} | set(STACK_MUTATIONS) | set(ADDITIONS) == {p.name for p in ALL_POLICIES}
+    covered = {m.policy for m in MUTATIONS} | set(STACK_MUTATIONS) | set(ADDITIONS) | set(STACK_ADDITIONS)
+    assert covered == {p.name for p in ALL_POLICIES}
 
 
 def exempt(config: dict[str, Any], r: RecordedResource) -> bool:
@@ -123,6 +127,23 @@ def test_added_resource_fails_its_policy(policy: str, stack: tuple[str, Recordin
     added = ADDITIONS[policy](name)
     results = run_resource_rules(dataclasses.replace(recording, resources=[added]), config, rules=RESOURCE_RULES)
     assert failures(results, policy)
+
+
+@pytest.mark.parametrize("policy", sorted(STACK_ADDITIONS))
+def test_added_resource_fails_its_stack_rule(policy: str, stack: tuple[str, Recording, dict[str, Any]]) -> None:
+    name, recording, config = stack
+    assert not failures(run_stack_rules(recording, config), policy)
+    added = STACK_ADDITIONS[policy](recording)
+    if added is None:
+        pytest.skip(f"{name} renders nothing {policy} guards")
+    mutated = dataclasses.replace(recording, resources=[*recording.resources, added])
+    assert failures(run_stack_rules(mutated, config), policy), f"adding {added.display()} to {name} passed {policy}"
+
+
+def test_every_stack_addition_applies_to_some_shipped_stack(
+    rendered: dict[str, tuple[Recording, dict[str, Any]]],
+) -> None:
+    assert all(any(add(rec) is not None for rec, _ in rendered.values()) for add in STACK_ADDITIONS.values())
 
 
 def test_every_mutation_applies_to_some_shipped_stack(rendered: dict[str, tuple[Recording, dict[str, Any]]]) -> None:

@@ -258,3 +258,40 @@ def test_a_named_preview_stack_missing_from_the_backend_fails(workflow: dict[str
         "preview --stack healthcare-prod --policy-pack policies --policy-pack-config "
         "build/ci/policy-config-healthcare-prod.json --non-interactive --diff"
     ]
+
+
+@pytest.mark.skipif(BASH is None, reason="bash is needed to run the workflow's scripts")
+def test_pull_requests_refuse_removing_a_revision_with_traffic(workflow: dict[str, Any], tmp_path: Path) -> None:
+    """Each stack that exists in the base commit is diffed against it; a new stack is not; any refusal fails."""
+    project = project_copy(tmp_path)
+    git = ["git", "-C", str(project), "-c", "user.name=t", "-c", "user.email=t@example.org"]
+    subprocess.run([*git, "init", "-q"], check=True)
+    subprocess.run([*git, "add", "stacks"], check=True)
+    subprocess.run([*git, "commit", "-q", "-m", "base"], check=True)
+    base = subprocess.run([*git, "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
+    (project / "stacks" / "Pulumi.new-site.yaml").write_text("config: {}\n")
+    log = tmp_path / "private-llm.log"
+    stub = PRIVATE_LLM_STUB.replace(
+        'if [ "$1" = check ]; then',
+        'if [ "$1 $2" = "rollout diff" ]; then\n'
+        '  [ "$4" = "${STUB_FAIL:-}" ] && exit 1\n'
+        "  exit 0\n"
+        'elif [ "$1" = check ]; then',
+    )
+    executable(project / ".venv" / "bin" / "private-llm", stub)
+    check_job = workflow["jobs"]["check"]
+    revision_step = step(check_job, "revisions")
+    assert revision_step["if"] == "github.event_name == 'pull_request'"
+    assert revision_step["env"]["BASE_SHA"] == "${{ github.event.pull_request.base.sha }}"
+    stacks = [*available_stacks(ROOT), "new-site"]
+    env = {"STUB_LOG": str(log), "BASE_SHA": base, "STACKS": " ".join(stacks), "STUB_FAIL": "finance-prod"}
+
+    result = run_step(revision_step["run"], project, env)
+
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "NEW new-site (not in the base branch)" in result.stdout
+    assert "::error title=private-llm rollout diff finance-prod::" in result.stdout
+    assert log.read_text().splitlines() == [
+        f"rollout diff --stack {s} --base-ref {base}" for s in available_stacks(ROOT)
+    ]
+    assert run_step(revision_step["run"], project, {**env, "STUB_FAIL": ""}).returncode == 0

@@ -11,7 +11,8 @@ import promql_parser
 import pytest
 
 from infra.observability import dashboards as d
-from infra.observability.ilm import AUDIT_DATASOURCE_UID, AUDIT_PROPERTIES
+from infra.observability.ilm import AUDIT_DATASOURCE_UID, AUDIT_PROPERTIES, REVISION_AUDIT_PROPERTIES
+from infra.observability.rules import REVISION_RECORDS
 
 MODELS = ["llama-3.1-8b-instruct", "qwen2.5-coder-32b"]
 NAMESPACE = "inference"
@@ -25,7 +26,7 @@ _LABEL_VALUES = re.compile(r"^label_values\((?P<selector>.+),\s*(?P<label>[A-Za-
 
 @pytest.fixture(scope="module")
 def boards() -> dict[str, dict[str, Any]]:
-    return d.build_dashboards(MODELS, NAMESPACE, ALL)
+    return d.build_dashboards(MODELS, NAMESPACE, ALL, revisions=True)
 
 
 def panels(board: dict[str, Any]) -> Iterator[dict[str, Any]]:
@@ -133,7 +134,7 @@ def test_json_round_trips(boards: dict[str, dict[str, Any]]) -> None:
         assert json.loads(json.dumps(board)) == board, name
         assert board["uid"] and len(board["uid"]) <= 40
         assert board["title"].startswith("Private LLM")
-    data = d.dashboard_configmaps_data(MODELS, NAMESPACE, ALL)
+    data = d.dashboard_configmaps_data(MODELS, NAMESPACE, ALL, revisions=True)
     assert set(data) == set(boards)
     for name, text in data.items():
         assert json.loads(text) == boards[name]
@@ -247,7 +248,7 @@ def audit_panels(board: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def test_rejections_per_tenant_come_from_the_audit_log(boards: dict[str, dict[str, Any]]) -> None:
-    [panel] = audit_panels(boards[d.GATEWAY])
+    [panel] = [p for p in audit_panels(boards[d.GATEWAY]) if p["title"].startswith("Rejections")]
     [target] = panel["targets"]
     assert target["query"] == d.AUDIT_REJECTIONS_QUERY
     assert "status:(403 OR 413 OR 429)" in target["query"] and 'NOT tenant:"-"' in target["query"]
@@ -268,3 +269,45 @@ def test_rejections_per_tenant_come_from_the_audit_log(boards: dict[str, dict[st
 def test_gateway_namespace_follows_the_stack() -> None:
     board = d.build_dashboards(MODELS, NAMESPACE, {"gateway"}, gateway_namespace="ai-entry")[d.GATEWAY]
     assert all('namespace="ai-entry"' in e for e in exprs(board))
+
+
+def revision_row(board: dict[str, Any]) -> list[dict[str, Any]]:
+    """The panels of the inference board's Revisions row (between its header and the next row)."""
+    out: list[dict[str, Any]] = []
+    inside = False
+    for panel in board["panels"]:
+        if panel["type"] == "row":
+            inside = panel["title"] == "Revisions"
+        elif inside:
+            out.append(panel)
+    return out
+
+
+def test_revisions_row_compares_revisions_from_the_recording_rules(boards: dict[str, dict[str, Any]]) -> None:
+    panels_ = revision_row(boards[d.INFERENCE])
+    assert [p["title"] for p in panels_] == [
+        "TTFT p95 by revision",
+        "Inter-token latency p95 by revision",
+        "Failed requests by revision",
+        "Finished requests by revision",
+    ]
+    for panel, record in zip(panels_, ("ttft_p95", "itl_p95", "error_ratio", "requests"), strict=True):
+        [target] = panel["targets"]
+        assert target["expr"] == REVISION_RECORDS[record] + '{model_name=~"$model"}'
+        assert "{{revision}}" in target["legendFormat"]
+
+
+def test_revision_panels_only_with_revisions() -> None:
+    without = d.build_dashboards(MODELS, NAMESPACE, ALL)
+    assert revision_row(without[d.INFERENCE]) == []
+    assert not any(REVISION_RECORDS["requests"] in e for b in without.values() for e in exprs(b))
+    assert [p["title"] for p in audit_panels(without[d.GATEWAY])] == ["Rejections by tenant (audit log)"]
+
+
+def test_answers_by_revision_come_from_the_audit_log(boards: dict[str, dict[str, Any]]) -> None:
+    [panel] = [p for p in audit_panels(boards[d.GATEWAY]) if p["title"] == "Answers by revision (audit log)"]
+    [target] = panel["targets"]
+    assert target["query"] == d.AUDIT_BACKENDS_QUERY
+    grouped = [a["field"] for a in target["bucketAggs"] if a["type"] == "terms"]
+    assert grouped == ["backend", "status"]
+    assert REVISION_AUDIT_PROPERTIES["backend"]["type"] == "keyword" and AUDIT_PROPERTIES["status"]["type"] == "integer"

@@ -12,7 +12,14 @@ from typing import Any
 import pytest
 import yaml
 
-from infra.observability.rules import FEATURES, ModelSlo, build_rule_groups, rule_file_yaml
+from infra.observability.rules import (
+    FEATURES,
+    REVISION_RECORDS,
+    ModelSlo,
+    RevisionComparison,
+    build_rule_groups,
+    rule_file_yaml,
+)
 from tests.conftest import ROOT
 
 NS = "inference"
@@ -397,9 +404,9 @@ ALERT_CASES: dict[str, tuple[str, list[dict[str, str]], list[tuple[dict[str, str
 }
 
 
-def unit_test_file(tmp_path: Path, tests: list[dict[str, Any]]) -> Path:
+def unit_test_file(tmp_path: Path, tests: list[dict[str, Any]], groups: list[dict[str, Any]] | None = None) -> Path:
     rules = tmp_path / "rules.yaml"
-    rules.write_text(rule_file_yaml(all_groups()))
+    rules.write_text(rule_file_yaml(all_groups() if groups is None else groups))
     path = tmp_path / "tests.yaml"
     path.write_text(yaml.safe_dump({"rule_files": [rules.name], "evaluation_interval": "1m", "tests": tests}))
     return path
@@ -534,7 +541,7 @@ def test_every_alert_is_labelled_annotated_and_has_a_runbook_heading() -> None:
         for line in (ROOT / "docs" / "alerts.md").read_text().splitlines()
         if line.startswith("#")
     }
-    for rule in alert_rules(all_groups()):
+    for rule in alert_rules(all_groups()) + alert_rules(revision_groups()):
         assert rule["labels"]["severity"] in {"critical", "warning", "info"}, rule["alert"]
         assert set(rule["annotations"]) == {"summary", "description", "runbook"}, rule["alert"]
         assert "{{" in rule["annotations"]["description"], rule["alert"]
@@ -631,3 +638,153 @@ def test_workload_defaults_from_the_served_name() -> None:
         if r["alert"] == "VllmNoReadyReplicas"
     )
     assert 'deployment="meta-llama-3-3-70b"' in rule["expr"]
+
+
+# ------------------------------------------------------------------------------------------ revisions
+
+CHAT = ModelSlo(
+    "chat",
+    ttft_p95_seconds=5.0,
+    ttft_p99_seconds=10.0,
+    workload="chat",
+    revisions=(("base", "chat", False), ("r2", "chat-r2", False)),
+)
+CANARY = RevisionComparison(
+    "chat",
+    stable="base",
+    candidate="r2",
+    max_error_ratio_delta=0.005,
+    max_ttft_p95_ratio=1.2,
+    max_itl_p95_ratio=1.15,
+    min_requests_per_second=0.5,
+)
+
+
+def revision_groups() -> list[dict[str, Any]]:
+    return build_rule_groups([CHAT], NS, set(), comparisons=[CANARY])
+
+
+def finished(revision: str, per_minute: dict[str, int], model: str = "chat") -> list[dict[str, str]]:
+    """vLLM's finished-request counter of one revision (the ServiceMonitor adds `revision`), by finish reason."""
+    return [
+        s(
+            f'vllm:request_success_total{{namespace="{NS}", model_name="{model}", revision="{revision}", '
+            f'finished_reason="{reason}"}}',
+            f"0+{n}x40",
+        )
+        for reason, n in per_minute.items()
+    ]
+
+
+def revision_hist(metric: str, revision: str, counts: dict[str, int]) -> list[dict[str, str]]:
+    return [
+        s(
+            f'{metric}_bucket{{namespace="{NS}", model_name="chat", revision="{revision}", pod="p", le="{le}"}}',
+            f"0+{n}x40",
+        )
+        for le, n in counts.items()
+    ]
+
+
+TTFT = "vllm:time_to_first_token_seconds"
+ITL = "vllm:inter_token_latency_seconds"
+# 600 requests a minute on stable, 60 on the candidate (a 90/10 split), 10 % of the candidate's failing
+TRAFFIC = finished("base", {"stop": 600, "error": 0}) + finished("r2", {"stop": 54, "error": 6})
+HEALTHY = finished("base", {"stop": 600, "error": 0}) + finished("r2", {"stop": 60, "error": 0})
+# stable's first tokens all in (0.5, 1] s: p95 0.975; the candidate's in (1, 2] s: p95 1.95, twice stable's
+SLOW_TTFT = revision_hist(TTFT, "base", {"0.5": 0, "1": 10, "2": 10, "+Inf": 10}) + revision_hist(
+    TTFT, "r2", {"0.5": 0, "1": 0, "2": 10, "+Inf": 10}
+)
+SAME_TTFT = revision_hist(TTFT, "base", {"0.5": 0, "1": 10, "2": 10, "+Inf": 10}) + revision_hist(
+    TTFT, "r2", {"0.5": 0, "1": 10, "2": 10, "+Inf": 10}
+)
+SLOW_ITL = revision_hist(ITL, "base", {"0.05": 0, "0.1": 10, "0.2": 10, "+Inf": 10}) + revision_hist(
+    ITL, "r2", {"0.05": 0, "0.1": 0, "0.2": 10, "+Inf": 10}
+)
+SAME_ITL = revision_hist(ITL, "base", {"0.05": 0, "0.1": 10, "0.2": 10, "+Inf": 10}) + revision_hist(
+    ITL, "r2", {"0.05": 0, "0.1": 10, "0.2": 10, "+Inf": 10}
+)
+# the candidate at 10 requests a minute: below the gate's 0.5/s sample rate, however it fails
+TRICKLE = finished("base", {"stop": 600, "error": 0}) + finished("r2", {"stop": 5, "error": 5})
+CANARY_LABELS = {"namespace": NS, "model_name": "chat", "revision": "r2"}
+AGAINST_STABLE = {**CANARY_LABELS, "stable": "base"}
+
+REVISION_CASES: dict[str, tuple[list[dict[str, str]], list[tuple[dict[str, str], str]], list[list[dict[str, str]]]]] = {
+    "CanaryErrorRatioAboveStable": (TRAFFIC, [(AGAINST_STABLE, "10%")], [HEALTHY, TRICKLE]),
+    "CanaryTtftRegression": (SLOW_TTFT + HEALTHY, [(AGAINST_STABLE, "2")], [SAME_TTFT + HEALTHY, SLOW_TTFT + TRICKLE]),
+    "CanaryItlRegression": (SLOW_ITL + HEALTHY, [(AGAINST_STABLE, "2")], [SAME_ITL + HEALTHY, SLOW_ITL + TRICKLE]),
+    # judged per revision: the candidate's 10 % failures would be 0.9 % of the model's requests together
+    "VllmErrorRatioHigh": (TRAFFIC, [(CANARY_LABELS, "10%")], [HEALTHY]),
+}
+
+
+def test_revisions_add_their_group_and_pass_promtool_check(promtool: str, tmp_path: Path) -> None:
+    groups = revision_groups()
+    [group] = [g for g in groups if g["name"] == "privatellm-revisions"]
+    assert record_names([group]) == set(REVISION_RECORDS.values())
+    assert {r["alert"] for r in alert_rules([group])} == {
+        "CanaryErrorRatioAboveStable",
+        "CanaryTtftRegression",
+        "CanaryItlRegression",
+    }
+    path = tmp_path / "rules.yaml"
+    path.write_text(rule_file_yaml(groups))
+    result = run_promtool(promtool, "check", "rules", str(path))
+    assert result.returncode == 0, result.stdout + result.stderr
+    # a stack without revisions has none of it
+    assert "privatellm-revisions" not in {g["name"] for g in build_rule_groups([LLAMA], NS, set())}
+
+
+@pytest.mark.parametrize("name", sorted(REVISION_CASES))
+def test_revision_alert_fires_and_stays_quiet(promtool: str, tmp_path: Path, name: str) -> None:
+    firing, expected, quiet = REVISION_CASES[name]
+    groups = revision_groups()
+    alerts = [expected_alert(groups, name, labels, value) for labels, value in expected]
+    tests = [alert_test(name, "30m", firing, alerts), *(alert_test(name, "30m", q, []) for q in quiet)]
+    result = run_promtool(promtool, "test", "rules", str(unit_test_file(tmp_path, tests, revision_groups())))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "SUCCESS" in result.stdout + result.stderr
+
+
+def test_revision_recording_rules(promtool: str, tmp_path: Path) -> None:
+    expected = {
+        REVISION_RECORDS["requests"]: [("base", 10), ("r2", 1)],
+        REVISION_RECORDS["error_ratio"]: [("base", 0), ("r2", 0.1)],
+    }
+    rounded = {f"round({REVISION_RECORDS['ttft_p95']} * 1000)": [("base", 975), ("r2", 1950)]}
+    tests = [
+        {
+            "interval": "1m",
+            "input_series": TRAFFIC + SLOW_TTFT,
+            "promql_expr_test": [
+                {
+                    "expr": record,
+                    "eval_time": "20m",
+                    "exp_samples": [
+                        {"labels": _series_text(record, {**CANARY_LABELS, "revision": r}), "value": v}
+                        for r, v in samples
+                    ],
+                }
+                for record, samples in expected.items()
+            ]
+            + [
+                {
+                    "expr": expr,
+                    "eval_time": "20m",
+                    "exp_samples": [
+                        {"labels": _series_text("", {**CANARY_LABELS, "revision": r}), "value": v} for r, v in samples
+                    ],
+                }
+                for expr, samples in rounded.items()
+            ],
+        }
+    ]
+    result = run_promtool(promtool, "test", "rules", str(unit_test_file(tmp_path, tests, revision_groups())))
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_no_ready_replicas_per_revision() -> None:
+    rules = [r for r in alert_rules(revision_groups()) if r["alert"] == "VllmNoReadyReplicas"]
+    assert [(r["labels"]["revision"], r["labels"]["workload"]) for r in rules] == [("base", "chat"), ("r2", "chat-r2")]
+    assert 'deployment="chat-r2"' in rules[1]["expr"]
+    assert rules[1]["annotations"]["summary"] == "No ready replica of revision r2 of chat"

@@ -116,3 +116,32 @@ def test_cli_report_option(tmp_path: Path) -> None:
     assert json.loads((tmp_path / "evidence.json").read_text())["profile"] == "baseline"
     bad = runner.invoke(app, ["check", "--manifests", str(tmp_path), "--report", str(tmp_path / "x")])
     assert bad.exit_code == 2 and "--report needs --stack" in bad.output
+
+
+def test_model_revisions_and_their_approval_are_in_the_evidence(tmp_path: Path) -> None:
+    runner = CliRunner()
+    args = ["check", "--stack", "finance-prod", "--report", str(tmp_path), "--project-dir", str(ROOT)]
+    assert runner.invoke(app, args).exit_code == 0
+    evidence = json.loads((tmp_path / "evidence.json").read_text())
+    assert evidence["revisions"] == [
+        {
+            "model": "llama-3.1-8b-instruct",
+            "revision": "base",
+            "workload": "llm-inference/llama-3-1-8b",
+            "weight": 90,
+            "approvedBy": None,
+        },
+        {
+            "model": "llama-3.1-8b-instruct",
+            "revision": "r2",
+            "workload": "llm-inference/llama-3-1-8b-r2",
+            "weight": 10,
+            "approvedBy": None,
+        },
+    ]
+    markdown = (tmp_path / "evidence.md").read_text()
+    assert "| llama-3.1-8b-instruct | r2 | `llm-inference/llama-3-1-8b-r2` | 10% | - |" in markdown
+    assert "<h2>Model revisions</h2>" in (tmp_path / "evidence.html").read_text()
+    # a stack without revisions has no such section
+    assert runner.invoke(app, [*args[:2], "dev", "--report", str(tmp_path / "dev"), *args[5:]]).exit_code == 0
+    assert "Model revisions" not in (tmp_path / "dev" / "evidence.md").read_text()
