@@ -397,3 +397,13 @@ def test_model_list_escapes_envoy_command_operators() -> None:
     rec = run(lambda: LlmGateway("gw", args) and None)
     [listing] = [r.inputs for r in rec.kubernetes_objects() if r.kind == "HTTPRouteFilter"]
     assert '"id":"chat-100%%"' in listing["spec"]["directResponse"]["body"]["inline"]
+
+
+def test_every_revision_keeps_its_weights_on_a_retained_volume() -> None:
+    storage = {"type": "pvc", "size": "100Gi"}
+    rec = render(platform(models=[chat(storage=storage, revisions=REVISIONS, rollout=ROLLOUT)]))
+    claims = {r.object_name: r for r in rec.kubernetes_objects() if r.kind == "PersistentVolumeClaim"}
+    assert {"llama-8b-weights", "llama-8b-r2-weights"} <= set(claims)
+    for name in ("llama-8b-weights", "llama-8b-r2-weights"):
+        assert claims[name].inputs["metadata"]["annotations"]["privatellm.io/retain-on-delete"] == "true"
+        assert claims[name].options["retainOnDelete"] is True
