@@ -147,6 +147,23 @@ class RecordedResource:
     `data`, so that the file stays a valid object)."""
     options: dict[str, Any] = field(default_factory=dict)
 
+    @classmethod
+    def declared(
+        cls, stack: str, resource_type: str, name: str, inputs: dict[str, Any], urn_name: str | None = None
+    ) -> RecordedResource:
+        """A custom resource known from its inputs alone (a manifest read from disk, a test's addition): no parent,
+        no provider, nothing secret to mask; `urn_name` (default `name`) ends its URN."""
+        return cls(
+            urn=f"urn:pulumi:{stack}::{PROJECT}::{resource_type}::{urn_name or name}",
+            type=resource_type,
+            name=name,
+            custom=True,
+            parent=None,
+            provider=None,
+            inputs=inputs,
+            masked=inputs,
+        )
+
     @property
     def is_kubernetes_object(self) -> bool:
         return (

@@ -80,16 +80,7 @@ def manifests_recording(objects: list[tuple[str, dict[str, Any]]], label: str) -
         typ = pulumi_type(str(obj["apiVersion"]), str(obj["kind"]))
         namespace = meta.get("namespace")
         resources.append(
-            RecordedResource(
-                urn=f"urn:pulumi:manifests::private-llm::{typ}::{namespace or '_'}/{name}#{index}",
-                type=typ,
-                name=name,
-                custom=True,
-                parent=None,
-                provider=None,
-                inputs=obj,
-                masked=obj,
-            )
+            RecordedResource.declared("manifests", typ, name, obj, urn_name=f"{namespace or '_'}/{name}#{index}")
         )
     return Recording(stack=label, resources=resources)
 

@@ -145,13 +145,4 @@ StackAddition = Callable[[Recording], RecordedResource | None]
 
 def recorded(stack: str, resource_type: str, name: str, inputs: Props) -> RecordedResource:
     """A custom resource as the offline engine records it, to add to a stack's render."""
-    return RecordedResource(
-        urn=f"urn:pulumi:{stack}::private-llm::{resource_type}::{name}",
-        type=resource_type,
-        name=name,
-        custom=True,
-        parent=None,
-        provider=None,
-        inputs=inputs,
-        masked={},
-    )
+    return RecordedResource.declared(stack, resource_type, name, inputs)

@@ -209,16 +209,7 @@ def test_inventory_json_extends_the_documented_shape(tmp_path: Path) -> None:
 
 
 def _resource(type_: str, name: str, inputs: dict[str, Any]) -> offline.RecordedResource:
-    return offline.RecordedResource(
-        urn=f"urn:pulumi:t::private-llm::{type_}::{name}",
-        type=type_,
-        name=name,
-        custom=True,
-        parent=None,
-        provider=None,
-        inputs=inputs,
-        masked=inputs,
-    )
+    return offline.RecordedResource.declared("t", type_, name, inputs)
 
 
 def test_inventory_refuses_what_it_cannot_mirror(spec: PlatformSpec) -> None:
