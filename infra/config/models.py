@@ -257,7 +257,7 @@ class ModelDeploymentSpec(StrictModel):
     def _revisions(self) -> ModelDeploymentSpec:
         if not self.revisions:
             if self.rollout is not None:
-                raise ValueError("rollout applies to revisions; declare revisions (at least two) or remove rollout")
+                raise ValueError("rollout applies to revisions; declare revisions or remove rollout")
             return self
         labels = [r.label for r in self.revisions]
         problems = []
@@ -270,7 +270,10 @@ class ModelDeploymentSpec(StrictModel):
             problems.append(f"revision name {BASE_REVISION!r} is the unnamed revision's label; choose another name")
         for r in self.revisions:
             if r.name and len(f"{self.name}-{r.name}") > 40:
-                problems.append(f"revision {r.name!r}: {self.name}-{r.name} is longer than 40 characters")
+                problems.append(
+                    f"revision {r.name!r}: its objects' name {self.name}-{r.name} is longer than 40 characters; "
+                    "choose a shorter revision name"
+                )
         total = sum(r.weight for r in self.revisions)
         if total != 100:
             weights = " + ".join(str(r.weight) for r in self.revisions)

@@ -293,8 +293,13 @@ def problems_of(doc: dict[str, Any]) -> str:
         ),
         pytest.param(
             [chat(rollout=ROLLOUT)],
-            "rollout applies to revisions; declare revisions (at least two) or remove rollout",
+            "rollout applies to revisions; declare revisions or remove rollout",
             id="rollout-without-revisions",
+        ),
+        pytest.param(
+            [chat(revisions=[{"weight": 90}, {"name": "r" * 40, "weight": 10}])],
+            "is longer than 40 characters; choose a shorter revision name",
+            id="revision-name-too-long",
         ),
         pytest.param(
             [chat(revisions=REVISIONS, rollout={"gate": {"steps": [5, 1, 100]}})],
