@@ -19,7 +19,7 @@ from rich.text import Text
 from infra.capacity import DEFAULT_GPU_MEMORY_UTILIZATION, CapacityError, PlanRequest, gpu_type, resolve_model
 from infra.capacity import plan as capacity_plan
 from infra.catalog import LockError, lock_path, write_lock
-from infra.config import DEFAULT_KUBERNETES_VERSION, StackConfigError, find_project_dir
+from infra.config import DEFAULT_KUBERNETES_VERSION, PlatformSpec, StackConfigError, find_project_dir
 from infra.inputs import MIB, InputError, in_pseudo_filesystem, load_yaml, read_text, read_yaml
 from infra.offline import (
     MAX_STACK_FILE,
@@ -476,7 +476,7 @@ def plan(
         raise typer.Exit(1)
 
 
-def _print_pools(spec: Any, root: Path) -> None:
+def _print_pools(spec: PlatformSpec, root: Path) -> None:
     """What each pool holds once every model (and every revision) is placed: the replicas deployed, not the
     planner's suggestion, with autoscaling maxima."""
     try:

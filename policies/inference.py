@@ -46,6 +46,7 @@ REVISION_LABEL = "privatellm.io/revision"
 REVISION_WEIGHT_ANNOTATION = "privatellm.io/revision-weight"
 APPROVED_BY_ANNOTATION = "privatellm.io/approved-by"
 BASE_REVISION = "base"
+SERVING_TYPES = ("kubernetes:apps/v1:Deployment", "kubernetes:apps/v1:StatefulSet", LEADER_WORKER_SET)
 
 
 def _vllm_servers(resource_type: str, props: Mapping[str, Any]) -> Iterator[tuple[PodTemplate, str, Mapping[str, Any]]]:
@@ -267,13 +268,6 @@ INFERENCE_RULES: list[Rule] = [
         ),
         severity=Severity.HIGH,
     ),
-]
-
-
-PDB = "kubernetes:policy/v1:PodDisruptionBudget"
-SERVING_TYPES = ("kubernetes:apps/v1:Deployment", "kubernetes:apps/v1:StatefulSet", LEADER_WORKER_SET)
-
-INFERENCE_RULES.append(
     Rule(
         name="canary-approval",
         description=(
@@ -288,8 +282,11 @@ INFERENCE_RULES.append(
             "than 50, or keep it at 50 or less."
         ),
         severity=Severity.HIGH,
-    )
-)
+    ),
+]
+
+
+PDB = "kubernetes:policy/v1:PodDisruptionBudget"
 
 
 def _selects(selector: Any, labels: Mapping[str, Any]) -> bool:

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 
@@ -16,23 +17,40 @@ ROOT = Path(__file__).resolve().parent.parent
 STACKS = ROOT / "stacks"
 
 
-def crd_dir() -> Path | None:
-    """Upstream CRD schemas: $PRIVATELLM_CRD_SCHEMAS, else ../shared/crds beside the checkout."""
-    candidates = [os.environ.get("PRIVATELLM_CRD_SCHEMAS"), str(ROOT.parent / "shared" / "crds")]
-    for candidate in candidates:
+T = TypeVar("T")
+
+
+def required(found: T | None, missing: str, fix: str) -> T:
+    """A tool or data folder a test needs: skipped without it on a workstation, a failure under CI=true (CI
+    installs everything, so a missing one there is a broken setup, never a silently skipped check)."""
+    if found is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"{missing}: required under CI=true ({fix})")
+        pytest.skip(f"{missing} ({fix}); the tests that need it are not run")
+    return found
+
+
+def shared_folder(variable: str, name: str) -> Path | None:
+    """Upstream reference data: $<variable>, else ../shared/<name> beside the checkout (with its index.json)."""
+    for candidate in (os.environ.get(variable), str(ROOT.parent / "shared" / name)):
         if candidate and (Path(candidate) / "index.json").is_file():
             return Path(candidate)
     return None
 
 
+def crd_dir() -> Path | None:
+    """Upstream CRD schemas: $PRIVATELLM_CRD_SCHEMAS, else ../shared/crds beside the checkout."""
+    return shared_folder("PRIVATELLM_CRD_SCHEMAS", "crds")
+
+
 @pytest.fixture(scope="session")
 def crds() -> Path:
-    found = crd_dir()
-    if found is None:
-        if os.environ.get("CI") == "true":
-            pytest.fail("CRD schemas not found (../shared/crds or $PRIVATELLM_CRD_SCHEMAS): required under CI=true")
-        pytest.skip("CRD schemas not found (../shared/crds or $PRIVATELLM_CRD_SCHEMAS); CRD validation not run")
-    return found
+    return required(crd_dir(), "CRD schemas not found", "../shared/crds or $PRIVATELLM_CRD_SCHEMAS")
+
+
+@pytest.fixture(scope="session")
+def promtool() -> str:
+    return required(shutil.which("promtool"), "promtool not on PATH", "install the Debian package `prometheus`")
 
 
 def fake_aws_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path | None = None) -> None:

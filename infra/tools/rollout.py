@@ -225,7 +225,7 @@ class Measures:
     """What one revision did over the window."""
 
     requests: float | None
-    failed: float | None
+    failed: float
     ttft_p95: float | None
     itl_p95: float | None
 
@@ -233,7 +233,7 @@ class Measures:
     def error_ratio(self) -> float | None:
         if not self.requests:
             return None
-        return (self.failed or 0.0) / self.requests
+        return self.failed / self.requests
 
 
 def measure(prometheus: Prometheus, namespace: str, served: str, revision: str, window: int) -> Measures:
@@ -241,8 +241,7 @@ def measure(prometheus: Prometheus, namespace: str, served: str, revision: str, 
     failed = _selector(namespace, served, revision, f'finished_reason=~"{"|".join(ERROR_FINISH_REASONS)}"')
 
     def p95(metric: str) -> float | None:
-        bucket = _selector(namespace, served, revision)
-        return prometheus.value(f"histogram_quantile(0.95, sum by (le) (rate({metric}_bucket{bucket}[{window}m])))")
+        return prometheus.value(f"histogram_quantile(0.95, sum by (le) (rate({metric}_bucket{sel}[{window}m])))")
 
     return Measures(
         requests=prometheus.value(f"sum(increase(vllm:request_success_total{sel}[{window}m]))"),

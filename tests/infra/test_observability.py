@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -15,7 +14,7 @@ import yaml
 from infra.config import StackConfigError, parse_platform
 from infra.offline import Recording, config_from_mapping, load_stack_config, run_program
 from infra.pack_config import stack_pack_config
-from tests.conftest import ROOT, masked_keys
+from tests.conftest import ROOT, masked_keys, required
 
 
 @pytest.fixture(scope="module")
@@ -139,11 +138,7 @@ def test_rules_and_dashboards_are_deployed(finance: Recording, tmp_path: Path) -
     assert any('model_name="llama-3.3-70b-instruct"' in r["expr"] for r in ttft)
     dashboards = {n: o for n, o in objects(finance, "ConfigMap").items() if n.startswith("dashboard-")}
     assert dashboards and all(o.inputs["metadata"]["labels"]["grafana_dashboard"] == "1" for o in dashboards.values())
-    promtool = shutil.which("promtool")
-    if promtool is None:
-        if os.environ.get("CI") == "true":
-            pytest.fail("promtool is required under CI=true (make test installs the prometheus package)")
-        pytest.skip("promtool not installed")
+    promtool = required(shutil.which("promtool"), "promtool not on PATH", "install the Debian package `prometheus`")
     rules_file = tmp_path / "rules.yaml"
     rules_file.write_text(yaml.safe_dump({"groups": groups}))
     result = subprocess.run([promtool, "check", "rules", str(rules_file)], capture_output=True, text=True)

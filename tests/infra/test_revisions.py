@@ -341,9 +341,14 @@ def test_baseline_needs_no_approval() -> None:
 
 
 def test_a_revision_whose_objects_collide_with_another_model() -> None:
-    models = [chat(revisions=REVISIONS), model(name="llama-8b-r2", served_model_name="other")]
-    message = problems_of(platform(models=models))
-    assert "models[1].name='llama-8b-r2' is used by another model" in message or "already those of" in message
+    other = model(name="llama-8b-r2", served_model_name="other", integrity={"configmap": "o"})
+    after = problems_of(platform(models=[chat(revisions=REVISIONS), other]))
+    assert "models[1].name='llama-8b-r2' is used by another model" in after
+    before = problems_of(platform(models=[other, chat(revisions=REVISIONS)]))
+    assert (
+        "models[1].revisions[1]: its objects would be named 'llama-8b-r2', already those of "
+        "privatellm:platform.models[0].name; give the revision another name"
+    ) in before
 
 
 # ------------------------------------------------------------------------------------------------ component

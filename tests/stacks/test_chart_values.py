@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import copy
 import json
-import os
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from functools import cache
@@ -25,7 +24,7 @@ import yaml
 from infra.catalog import CHARTS
 from infra.offline import Recording, available_stacks, load_stack_config, run_program
 from infra.tools.schemas import definition_validator
-from tests.conftest import ROOT
+from tests.conftest import ROOT, required, shared_folder
 
 STACKS = available_stacks(ROOT)
 
@@ -80,21 +79,14 @@ container): checked against that Kubernetes type's strict schema (io.k8s.api.cor
 
 
 def chart_values_dir() -> Path | None:
-    candidates = [os.environ.get("PRIVATELLM_CHART_VALUES"), str(ROOT.parent / "shared" / "chart-values")]
-    for candidate in candidates:
-        if candidate and (Path(candidate) / "index.json").is_file():
-            return Path(candidate)
-    return None
+    return shared_folder("PRIVATELLM_CHART_VALUES", "chart-values")
 
 
 @pytest.fixture(scope="module")
 def upstream() -> Path:
-    found = chart_values_dir()
-    if found is None:
-        if os.environ.get("CI") == "true":
-            pytest.fail("upstream chart values not found (../shared/chart-values or $PRIVATELLM_CHART_VALUES)")
-        pytest.skip("upstream chart values not found (../shared/chart-values or $PRIVATELLM_CHART_VALUES)")
-    return found
+    return required(
+        chart_values_dir(), "upstream chart values not found", "../shared/chart-values or $PRIVATELLM_CHART_VALUES"
+    )
 
 
 @cache

@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from infra.offline import available_stacks, load_stack_config, run_program, write_render
-from tests.conftest import ROOT
+from tests.conftest import ROOT, required
 
 STACKS = available_stacks(ROOT)
 
@@ -30,12 +30,7 @@ def checkov_binary() -> Path | None:
 
 @pytest.fixture(scope="module")
 def checkov() -> Path:
-    found = checkov_binary()
-    if found is None:
-        if os.environ.get("CI") == "true":
-            pytest.fail("checkov not found (.venv-checkov; run `make scanner-deps`): required under CI=true")
-        pytest.skip("checkov not installed: run `make scanner-deps` (creates .venv-checkov)")
-    return found
+    return required(checkov_binary(), "checkov not installed", "run `make scanner-deps`, which creates .venv-checkov")
 
 
 def scan(checkov: Path, folder: Path) -> dict[str, Any]:

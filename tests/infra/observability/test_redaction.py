@@ -23,6 +23,7 @@ from infra.observability.fluentbit import (
     to_lua_pattern,
     validate_extra_patterns,
 )
+from tests.conftest import required
 
 SCRIPT = Path(assets.__file__).with_name("redact_pii.lua")
 
@@ -75,12 +76,7 @@ end
 
 @pytest.fixture(scope="session")
 def luajit() -> str:
-    found = shutil.which("luajit")
-    if found is None:
-        if os.environ.get("CI") == "true":
-            pytest.fail("luajit not found on PATH: required under CI=true (apt-get install luajit)")
-        pytest.skip("luajit not found on PATH (apt-get install luajit); the Lua redaction filter is not run")
-    return found
+    return required(shutil.which("luajit"), "luajit not on PATH", "apt-get install luajit")
 
 
 def lua_literal(value: Any) -> str:

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import os
 import re
-import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -46,16 +44,6 @@ def alert_rules(groups: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def record_names(groups: list[dict[str, Any]]) -> set[str]:
     return {rule["record"] for group in groups for rule in group["rules"] if "record" in rule}
-
-
-@pytest.fixture(scope="session")
-def promtool() -> str:
-    found = shutil.which("promtool")
-    if found is None:
-        if os.environ.get("CI") == "true":
-            pytest.fail("promtool not on PATH (Debian package `prometheus`): required under CI=true")
-        pytest.skip("promtool not on PATH (install the Debian package `prometheus`); rule checks not run")
-    return found
 
 
 def run_promtool(promtool: str, *args: str) -> subprocess.CompletedProcess[str]:

@@ -6,7 +6,6 @@ takes traffic."""
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import socket
 import subprocess
@@ -28,7 +27,7 @@ from infra.config import GateSpec, parse_platform
 from infra.offline import load_stack_config
 from infra.tools import rollout
 from infra.tools.checks import spec_of
-from tests.conftest import ROOT
+from tests.conftest import ROOT, required
 
 NS = "llm-inference"
 SERVED = "llama-3.1-8b-instruct"
@@ -98,19 +97,14 @@ def free_port() -> int:
 
 
 @pytest.fixture(scope="session")
-def prometheus_binaries() -> tuple[str, str]:
-    found = shutil.which("prometheus"), shutil.which("promtool")
-    if None in found:
-        if os.environ.get("CI") == "true":
-            pytest.fail("prometheus/promtool not on PATH (Debian package `prometheus`): required under CI=true")
-        pytest.skip("prometheus not on PATH (install the Debian package `prometheus`); rollout checks not run")
-    return found  # type: ignore[return-value]
+def prometheus(promtool: str) -> str:
+    return required(shutil.which("prometheus"), "prometheus not on PATH", "install the Debian package `prometheus`")
 
 
 @pytest.fixture
-def serve(prometheus_binaries: tuple[str, str], tmp_path: Path) -> Iterator[Any]:
+def serve(prometheus: str, promtool: str, tmp_path: Path) -> Iterator[Any]:
     """Start a real Prometheus over a TSDB built from a scenario; yields a function scenario → base URL."""
-    server, promtool = prometheus_binaries
+    server = prometheus
     processes: list[subprocess.Popen[bytes]] = []
 
     def start(scenario: Scenario) -> str:
